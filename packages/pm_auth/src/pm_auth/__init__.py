@@ -1,0 +1,3 @@
+"""pm_auth."""
+
+__all__: list[str] = []

@@ -1,0 +1,33 @@
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from typing import ClassVar as _ClassVar, Optional as _Optional
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Error(_message.Message):
+    __slots__ = ("code", "message", "field")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    field: str
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., field: _Optional[str] = ...) -> None: ...
+
+class Scope(_message.Message):
+    __slots__ = ("project_id", "sprint_id", "work_item_id")
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    SPRINT_ID_FIELD_NUMBER: _ClassVar[int]
+    WORK_ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    project_id: str
+    sprint_id: str
+    work_item_id: str
+    def __init__(self, project_id: _Optional[str] = ..., sprint_id: _Optional[str] = ..., work_item_id: _Optional[str] = ...) -> None: ...
+
+class StreamPosition(_message.Message):
+    __slots__ = ("epoch", "seq")
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    epoch: str
+    seq: int
+    def __init__(self, epoch: _Optional[str] = ..., seq: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,3 @@
+"""pm_server."""
+
+__all__: list[str] = []
