@@ -57,6 +57,21 @@ class LimitExceeded(PmWsError):
 
 
 class ProtocolError(PmWsError):
-    """A client frame that is answered with an `Error` instead of being processed."""
+    """A client frame that is answered with an `Error` instead of being processed.
+
+    `request_id` is the id of the request it answers when the frame could be
+    decoded far enough to tell, else empty.
+    """
 
     code = "INVALID_MESSAGE"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        field: str | None = None,
+        request_id: str = "",
+    ) -> None:
+        super().__init__(message, code=code, field=field)
+        self.request_id = request_id

@@ -1,0 +1,157 @@
+"""Redis key names and the bytes RedisBroker stores and sends on tenant channels."""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass
+from typing import Final
+
+import pm_proto
+from google.protobuf.message import DecodeError
+
+from pm_ws.broker import DisconnectRequest
+from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
+
+# Every channel message starts with one of these bytes.
+EVENT_MESSAGE: Final = b"E"
+DISCONNECT_MESSAGE: Final = b"D"
+_TIME_BYTES: Final = 8
+
+
+@dataclass(frozen=True, slots=True)
+class TenantKeys:
+    """The Redis names of one tenant's stream.
+
+    The tenant id appears base64url-encoded inside a hash tag, so ids holding
+    ':' or braces can neither collide with other tenants' keys nor move keys
+    to another Redis Cluster slot: all of a tenant's keys share one slot.
+
+    `meta` is a hash {epoch, seq} with no expiry: losing it restarts the
+    numbering with a new epoch. `history` is a stream whose entry ids are
+    `<seq>-0`; `event_ids` maps the event ids in history to their seq; both
+    expire after the history TTL without publishes. `channel` carries live
+    traffic.
+    """
+
+    meta: bytes
+    history: bytes
+    event_ids: bytes
+    channel: bytes
+
+    @classmethod
+    def of(cls, prefix: str, tenant_id: TenantId) -> TenantKeys:
+        """Name the keys of `tenant_id` under `prefix` (which holds no braces)."""
+        tag = base64.urlsafe_b64encode(tenant_id.encode()).rstrip(b"=")
+        base = prefix.encode() + b":{" + tag + b"}:"
+        return cls(
+            meta=base + b"meta",
+            history=base + b"history",
+            event_ids=base + b"ids",
+            channel=base + b"events",
+        )
+
+
+def encode_draft(draft: EventDraft) -> bytes:
+    """Serialise a draft as a `pm.v1.Event` without its position.
+
+    The publish script appends the serialised position: concatenated
+    protobuf messages parse as one merged message.
+    """
+    return pm_proto.Event(
+        event_id=draft.event_id,
+        type=draft.type,
+        scope=pm_proto.Scope(
+            project_id=draft.scope.project_id,
+            sprint_id=draft.scope.sprint_id,
+            work_item_id=draft.scope.work_item_id,
+        ),
+        occurred_at_ms=draft.occurred_at_ms,
+        actor_user_id=draft.actor_user_id,
+        payload=draft.payload,
+    ).SerializeToString()
+
+
+def event_header(published_at_ns: int) -> bytes:
+    """The start of an event's channel message: type byte and publish time."""
+    return EVENT_MESSAGE + published_at_ns.to_bytes(_TIME_BYTES, "big")
+
+
+def decode_event(tenant_id: TenantId, data: bytes, published_at_ns: int) -> Event:
+    """Parse a stored `pm.v1.Event` (position included).
+
+    Raises:
+        ValueError: The bytes are not such an event.
+    """
+    try:
+        wire = pm_proto.Event.FromString(data)
+    except DecodeError as exc:
+        raise ValueError("undecodable event") from exc
+    if not wire.HasField("position") or not wire.position.epoch:
+        raise ValueError("event without a position")
+    return Event(
+        tenant_id=tenant_id,
+        event_id=wire.event_id,
+        type=wire.type,
+        scope=Scope(
+            project_id=wire.scope.project_id,
+            sprint_id=wire.scope.sprint_id,
+            work_item_id=wire.scope.work_item_id,
+        ),
+        payload=wire.payload,
+        actor_user_id=wire.actor_user_id,
+        occurred_at_ms=wire.occurred_at_ms,
+        position=StreamPosition(wire.position.epoch, wire.position.seq),
+        published_at_ns=published_at_ns,
+    )
+
+
+def decode_history_entry(tenant_id: TenantId, fields: list[bytes]) -> Event:
+    """Parse a history stream entry's flat field list (`event`, `published_at_ns`, ...).
+
+    Raises:
+        ValueError: The entry lacks those fields or they do not parse.
+    """
+    values = dict(zip(fields[::2], fields[1::2], strict=True))
+    try:
+        data = values[b"event"]
+        published_at_ns = int(values[b"published_at_ns"])
+    except KeyError as exc:
+        raise ValueError("history entry without event or time") from exc
+    return decode_event(tenant_id, data, published_at_ns)
+
+
+def encode_disconnect(request: DisconnectRequest) -> bytes:
+    """A disconnect order as a channel message; the channel names the tenant."""
+    body = {"user_id": request.user_id, "connection_id": request.connection_id}
+    return DISCONNECT_MESSAGE + json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode_channel_message(tenant_id: TenantId, data: bytes) -> Event | DisconnectRequest:
+    """Parse a message received on a tenant's channel.
+
+    Raises:
+        ValueError: An unknown message type or a malformed body.
+    """
+    kind = data[:1]
+    if kind == EVENT_MESSAGE:
+        header = 1 + _TIME_BYTES
+        if len(data) < header:
+            raise ValueError("truncated event message")
+        return decode_event(tenant_id, data[header:], int.from_bytes(data[1:header], "big"))
+    if kind == DISCONNECT_MESSAGE:
+        try:
+            body = json.loads(data[1:])
+        except ValueError as exc:
+            raise ValueError("undecodable disconnect message") from exc
+        if not isinstance(body, dict):
+            raise ValueError("disconnect message is not an object")
+        user_id, connection_id = body.get("user_id"), body.get("connection_id")
+        if not all(v is None or isinstance(v, str) for v in (user_id, connection_id)):
+            raise ValueError("disconnect message with non-string ids")
+        return DisconnectRequest(
+            tenant_id=tenant_id,
+            user_id=None if user_id is None else UserId(user_id),
+            connection_id=None if connection_id is None else ConnectionId(connection_id),
+        )
+    raise ValueError(f"unknown channel message type {kind!r}")

@@ -1,0 +1,182 @@
+"""RedisBroker's wires: a command client with its scripts, and pub/sub connections.
+
+Imports redis at module level; `pm_ws.redis_broker` imports this module only
+when a RedisBroker is built, so `import pm_ws` works without the extra.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+
+from pm_ws import _redis_lua
+from pm_ws.exceptions import BrokerUnavailable
+
+_LOG = logging.getLogger(__name__)
+
+UNAVAILABLE: Final = "event broker unavailable"
+
+
+def _unavailable(what: str, exc: BaseException) -> BrokerUnavailable:
+    _LOG.warning("redis %s failed: %s: %s", what, type(exc).__name__, exc)
+    return BrokerUnavailable(UNAVAILABLE)
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelMessage:
+    """One item read from a pub/sub connection.
+
+    `kind` is redis-py's message type: "message", "subscribe", "unsubscribe",
+    "pong", ...; `channel` and `data` are empty when the kind has none.
+    """
+
+    kind: str
+    channel: bytes
+    data: bytes
+
+
+class PubSubLink:
+    """One pub/sub connection. Single use: after any error, close it and open another.
+
+    Every method raises `BrokerUnavailable` on a connection error, a timeout
+    or a Redis error; redis-py's own reconnection is not relied on, so the
+    caller always learns that messages may have been missed.
+    """
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self._pubsub = client.pubsub()
+
+    async def open(self, channels: Sequence[bytes]) -> None:
+        """Connect and subscribe to `channels` (confirmations arrive through `receive`)."""
+        try:
+            # PING connects even with no channel to subscribe; its answer is read as "pong".
+            await self._pubsub.ping()
+            if channels:
+                await self._pubsub.subscribe(*channels)
+        except (RedisError, OSError) as exc:
+            raise _unavailable("subscribe", exc) from exc
+
+    async def subscribe(self, channel: bytes) -> None:
+        """Send SUBSCRIBE; the confirmation arrives through `receive`."""
+        try:
+            await self._pubsub.subscribe(channel)
+        except (RedisError, OSError) as exc:
+            raise _unavailable("subscribe", exc) from exc
+
+    async def unsubscribe(self, channel: bytes) -> None:
+        """Send UNSUBSCRIBE."""
+        try:
+            await self._pubsub.unsubscribe(channel)
+        except (RedisError, OSError) as exc:
+            raise _unavailable("unsubscribe", exc) from exc
+
+    async def ping(self) -> None:
+        """Send PING; the answer arrives through `receive` as kind "pong"."""
+        try:
+            await self._pubsub.ping()
+        except (RedisError, OSError) as exc:
+            raise _unavailable("pub/sub ping", exc) from exc
+
+    async def receive(self, wait_secs: float) -> ChannelMessage | None:
+        """The next message, or None when nothing arrived within `wait_secs`."""
+        try:
+            raw: Any = await self._pubsub.get_message(timeout=wait_secs)
+        except (RedisError, OSError) as exc:
+            raise _unavailable("pub/sub read", exc) from exc
+        if raw is None:
+            return None
+        channel, data = raw.get("channel"), raw.get("data")
+        return ChannelMessage(
+            kind=str(raw.get("type")),
+            channel=channel if isinstance(channel, bytes) else b"",
+            data=data if isinstance(data, bytes) else b"",
+        )
+
+    async def close(self) -> None:
+        """Drop the connection; never raises."""
+        try:
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        except (RedisError, OSError) as exc:
+            _LOG.debug("closing a redis pub/sub connection failed: %s", exc)
+
+
+class RedisLink:
+    """The command client (pooled, with the broker's scripts) and the pub/sub client.
+
+    Commands time out after `timeout_secs` and are retried once at once on a
+    connection error (a pooled connection that died with a restarted
+    server); errors come out as `BrokerUnavailable` with a client-safe
+    message, details go to the log.
+    """
+
+    def __init__(self, url: str, *, timeout_secs: float) -> None:
+        """Prepare clients for `url`; connects lazily.
+
+        Raises:
+            ValueError: When redis-py cannot parse `url`.
+        """
+        self._client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_secs,
+            socket_connect_timeout=timeout_secs,
+            retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
+            decode_responses=False,
+        )
+        # No retries here: the broker handles every pub/sub failure itself.
+        self._pubsub_client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_secs,
+            socket_connect_timeout=timeout_secs,
+            retry=Retry(NoBackoff(), 0),
+            decode_responses=False,
+        )
+        self._publish = self._client.register_script(_redis_lua.PUBLISH)
+        self._read = self._client.register_script(_redis_lua.READ)
+
+    async def run_publish(self, keys: Sequence[bytes], args: Sequence[bytes | int]) -> Any:
+        """Run the publish script (EVALSHA, loading it when Redis lost it)."""
+        try:
+            return await self._publish(keys=list(keys), args=list(args))
+        except (RedisError, OSError) as exc:
+            raise _unavailable("publish", exc) from exc
+
+    async def run_read(self, keys: Sequence[bytes], args: Sequence[bytes | int]) -> Any:
+        """Run the read script."""
+        try:
+            return await self._read(keys=list(keys), args=list(args))
+        except (RedisError, OSError) as exc:
+            raise _unavailable("history read", exc) from exc
+
+    async def send(self, channel: bytes, message: bytes) -> None:
+        """PUBLISH one message."""
+        try:
+            await self._client.publish(channel, message)
+        except (RedisError, OSError) as exc:
+            raise _unavailable("publish", exc) from exc
+
+    async def ping(self) -> None:
+        """PING over the command client."""
+        try:
+            await self._client.ping()
+        except (RedisError, OSError) as exc:
+            raise _unavailable("ping", exc) from exc
+
+    def pubsub(self) -> PubSubLink:
+        """A new, unconnected pub/sub connection."""
+        return PubSubLink(self._pubsub_client)
+
+    async def close(self) -> None:
+        """Close both clients' pools; never raises."""
+        for client in (self._client, self._pubsub_client):
+            try:
+                await client.aclose()
+            except (RedisError, OSError) as exc:
+                _LOG.debug("closing a redis client failed: %s", exc)

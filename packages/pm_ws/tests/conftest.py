@@ -1,0 +1,216 @@
+"""Broker fixtures: both backends, real redis-servers, a manual clock and a recording sink."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from packages.pm_ws.tests.redis_server import REDIS_SERVER, RedisServer, TcpProxy
+from pm_ws.broker import Broker, DisconnectRequest
+from pm_ws.events import Event, TenantId
+from pm_ws.memory_broker import MemoryBroker
+from pm_ws.redis_broker import RedisBroker
+
+WAIT_SECS = 5.0
+
+
+class ManualClock:
+    """A monotonic and a wall clock that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self._secs = 1_000.0
+        self._wall_ns = 1_700_000_000 * 10**9
+
+    def monotonic(self) -> float:
+        return self._secs
+
+    def time_ns(self) -> int:
+        return self._wall_ns
+
+    def advance(self, secs: float) -> None:
+        self._secs += secs
+        self._wall_ns += int(secs * 1e9)
+
+
+class RecordingSink:
+    """A broker sink that records everything and lets a test wait for it."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+        self.lags: list[TenantId] = []
+        self.disconnects: list[DisconnectRequest] = []
+        self._changed = asyncio.Event()
+
+    @property
+    def seqs(self) -> list[int]:
+        return [event.position.seq for event in self.events]
+
+    def deliver(self, event: Event) -> None:
+        self.events.append(event)
+        self._changed.set()
+
+    def lagged(self, tenant_id: TenantId) -> None:
+        self.lags.append(tenant_id)
+        self._changed.set()
+
+    def disconnect(self, request: DisconnectRequest) -> None:
+        self.disconnects.append(request)
+        self._changed.set()
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = WAIT_SECS) -> None:
+        async def wait() -> None:
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()
+
+        await asyncio.wait_for(wait(), timeout)
+
+    async def wait_for_events(self, count: int) -> None:
+        await self.wait_until(lambda: len(self.events) >= count)
+
+
+class BrokerFactory(Protocol):
+    async def __call__(
+        self, *, history_size: int = 1000, history_ttl_secs: float = 300
+    ) -> Broker: ...
+
+
+class RedisBrokerFactory(Protocol):
+    async def __call__(
+        self,
+        url: str | None = None,
+        *,
+        history_size: int = 1000,
+        history_ttl_secs: float = 300,
+    ) -> RedisBroker: ...
+
+
+def _new_redis_server(workdir: Path) -> RedisServer:
+    if REDIS_SERVER is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(workdir)
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the session; tests keep apart by key prefix."""
+    server = _new_redis_server(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test alone, free to be stopped or have clients killed."""
+    server = _new_redis_server(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis_proxy(own_redis_server: RedisServer) -> AsyncIterator[TcpProxy]:
+    proxy = TcpProxy(own_redis_server.port)
+    await proxy.start()
+    yield proxy
+    await proxy.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock()
+
+
+def _redis_broker(
+    url: str, prefix: str, clock: ManualClock, *, history_size: int, history_ttl_secs: float
+) -> RedisBroker:
+    return RedisBroker(
+        url,
+        history_size=history_size,
+        history_ttl_secs=history_ttl_secs,
+        key_prefix=prefix,
+        reconnect_backoff=(0.01, 0.1),
+        timeout_secs=2.0,
+        wall_clock_ns=clock.time_ns,
+    )
+
+
+@pytest.fixture
+async def make_redis_broker(
+    redis_server: RedisServer, clock: ManualClock
+) -> AsyncIterator[RedisBrokerFactory]:
+    """Started RedisBrokers sharing one fresh key prefix (like processes of one deployment)."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    brokers: list[RedisBroker] = []
+
+    async def make(
+        url: str | None = None, *, history_size: int = 1000, history_ttl_secs: float = 300
+    ) -> RedisBroker:
+        broker = _redis_broker(
+            url or redis_server.url,
+            prefix,
+            clock,
+            history_size=history_size,
+            history_ttl_secs=history_ttl_secs,
+        )
+        brokers.append(broker)
+        await broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        await broker.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def broker_backend(request: pytest.FixtureRequest) -> RedisServer | None:
+    """None for memory://, else the Redis server the redis:// brokers use."""
+    if request.param == "memory":
+        return None
+    server: RedisServer = request.getfixturevalue("redis_server")
+    return server
+
+
+@pytest.fixture
+async def make_broker(
+    broker_backend: RedisServer | None, clock: ManualClock
+) -> AsyncIterator[BrokerFactory]:
+    """Started brokers of each backend in turn, on the manual clock."""
+    prefix = f"test-{uuid.uuid4().hex[:12]}"
+    brokers: list[Broker] = []
+
+    async def make(*, history_size: int = 1000, history_ttl_secs: float = 300) -> Broker:
+        broker: Broker
+        if broker_backend is None:
+            broker = MemoryBroker(
+                history_size=history_size,
+                history_ttl_secs=history_ttl_secs,
+                clock=clock.monotonic,
+                wall_clock_ns=clock.time_ns,
+            )
+        else:
+            broker = _redis_broker(
+                broker_backend.url,
+                prefix,
+                clock,
+                history_size=history_size,
+                history_ttl_secs=history_ttl_secs,
+            )
+        brokers.append(broker)
+        await broker.start()
+        return broker
+
+    yield make
+    for broker in brokers:
+        await broker.close()
+
+
+@pytest.fixture
+async def broker(make_broker: BrokerFactory) -> Broker:
+    return await make_broker()

@@ -1,0 +1,156 @@
+import pm_proto as pb
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pm_ws.events import Event, Scope, StreamPosition, TenantId
+from pm_ws.wire import encode, error_frame, event_frame, frame_binary, ping_frame
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
+
+# RFC 6455 §5.2: FIN=1, RSV=0, opcode 2 (binary); MASK=0 and the 7-bit length, then
+# a 16-bit length after 126 or a 64-bit one after 127, all big-endian.
+HEADERS = {
+    0: b"\x82\x00",
+    3: b"\x82\x03",
+    125: b"\x82\x7d",
+    126: b"\x82\x7e\x00\x7e",
+    127: b"\x82\x7e\x00\x7f",
+    65_535: b"\x82\x7e\xff\xff",
+    65_536: b"\x82\x7f\x00\x00\x00\x00\x00\x01\x00\x00",
+    70_000: b"\x82\x7f\x00\x00\x00\x00\x00\x01\x11\x70",
+}
+
+
+def parsed(data: bytes) -> Frame:
+    """Parse one server-to-client frame with the websockets library, requiring nothing left."""
+    reader = StreamReader()
+    reader.feed_data(data)
+    reader.feed_eof()
+    parser = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as done:
+        next(parser)
+    assert reader.at_eof() is not None
+    assert not reader.buffer, "bytes left after the frame"
+    return done.value.value
+
+
+def server_message_of_size(size: int) -> pb.ServerMessage:
+    """A ServerMessage whose serialisation is exactly `size` bytes."""
+    if size == 0:
+        return pb.ServerMessage()
+    for padding in range(8):
+        for body in range(max(0, size - 12), size):
+            message = pb.ServerMessage(
+                request_id="r" * padding, command_result=pb.CommandResult(body=b"x" * body)
+            )
+            if message.ByteSize() == size:
+                return message
+    raise AssertionError(f"no message of {size} bytes")
+
+
+@pytest.mark.parametrize(("length", "header"), sorted(HEADERS.items()))
+def test_frame_binary_header_is_the_rfc_6455_header_for_the_payload_length(length, header):
+    payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
+
+    frame = frame_binary(payload)
+
+    assert frame[: len(header)] == header
+    assert frame[len(header) :] == payload
+
+
+@pytest.mark.parametrize(("length", "header"), sorted(HEADERS.items()))
+def test_an_encoded_server_message_decodes_after_its_header(length, header):
+    message = server_message_of_size(length)
+
+    frame = encode(message)
+
+    assert frame[: len(header)] == header
+    assert len(frame) == len(header) + length
+    assert pb.ServerMessage.FromString(frame[len(header) :]) == message
+
+
+@pytest.mark.parametrize("length", sorted(HEADERS))
+def test_a_websocket_client_reads_the_frame_as_one_final_binary_message(length):
+    message = server_message_of_size(length)
+
+    frame = parsed(encode(message))
+
+    assert frame.opcode == Opcode.BINARY
+    assert frame.fin
+    assert not frame.rsv1
+    assert not frame.rsv2
+    assert not frame.rsv3
+    assert pb.ServerMessage.FromString(frame.data) == message
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(0, 70_000), st.binary(min_size=1, max_size=1))
+def test_frames_of_any_length_parse_back_to_their_payload(length, fill):
+    payload = fill * length
+
+    frame = parsed(frame_binary(payload))
+
+    assert frame.opcode == Opcode.BINARY
+    assert frame.data == payload
+
+
+def test_the_same_payload_frames_to_the_same_bytes_for_every_recipient():
+    assert frame_binary(b"event") == frame_binary(b"event")
+
+
+def test_ping_frame_is_an_empty_final_ping():
+    frame = parsed(ping_frame())
+
+    assert frame.opcode == Opcode.PING
+    assert frame.fin
+    assert frame.data == b""
+
+
+def test_error_frame_without_field_carries_code_message_and_request_id_and_no_field():
+    frame = parsed(error_frame("r1", "DECODE_ERROR", "frame is not a pm.v1.ClientMessage"))
+
+    message = pb.ServerMessage.FromString(frame.data)
+
+    assert message.request_id == "r1"
+    assert message.WhichOneof("payload") == "error"
+    assert message.error.code == "DECODE_ERROR"
+    assert message.error.message == "frame is not a pm.v1.ClientMessage"
+    assert not message.error.HasField("field")
+
+
+def test_error_frame_with_field_carries_the_field():
+    frame = parsed(error_frame("r2", "INVALID_MESSAGE", "bad id", "project_ids"))
+
+    message = pb.ServerMessage.FromString(frame.data)
+
+    assert message.request_id == "r2"
+    assert message.error.code == "INVALID_MESSAGE"
+    assert message.error.HasField("field")
+    assert message.error.field == "project_ids"
+
+
+def test_event_frame_carries_every_public_field_of_the_event():
+    event = Event(
+        tenant_id=TenantId("t1"),
+        event_id="ev-1",
+        type="card.moved",
+        scope=Scope("p1", "s1", ""),
+        payload=b"\x00\x01",
+        actor_user_id="u1",
+        occurred_at_ms=1_700_000_000_123,
+        position=StreamPosition("epoch-1", 7),
+        published_at_ns=123,
+    )
+
+    message = pb.ServerMessage.FromString(parsed(event_frame(event)).data)
+
+    assert message.request_id == ""
+    assert message.event == pb.Event(
+        event_id="ev-1",
+        type="card.moved",
+        scope=pb.Scope(project_id="p1", sprint_id="s1"),
+        position=pb.StreamPosition(epoch="epoch-1", seq=7),
+        occurred_at_ms=1_700_000_000_123,
+        actor_user_id="u1",
+        payload=b"\x00\x01",
+    )
