@@ -1,3 +1,4 @@
+import asyncio
 import inspect
 import subprocess
 import sys
@@ -80,9 +81,13 @@ def _expired_token() -> None:
 
 
 def _rate_limited() -> None:
-    limiter = RateLimiterFactory(max_requests=1, window_secs=60, clock=lambda: 0.0).create()
-    limiter.check()
-    limiter.check()
+    limiter = RateLimiterFactory(max_requests=1, window_secs=60).create()
+
+    async def check_twice() -> None:
+        await limiter.check()
+        await limiter.check()
+
+    asyncio.run(check_twice())
 
 
 @pytest.mark.parametrize(

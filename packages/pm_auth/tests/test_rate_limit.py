@@ -1,13 +1,15 @@
 import asyncio
 import math
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pm_auth import ConnectionRateLimiter, RateLimiterFactory, RateLimitExceeded
+
+T = TypeVar("T")
 
 # The limiter reads the running loop's clock, so time is controlled by running it on a
 # loop whose clock only moves when the test advances it: nothing here sleeps or waits.
@@ -36,11 +38,26 @@ def manual_clock_loop() -> Iterator[ManualClockLoop]:
         loop.close()
 
 
+def in_one_step(coro: Coroutine[Any, Any, T]) -> T:
+    """Runs `coro` one step, failing at once if it suspends (waits) instead of finishing.
+
+    Must be called with the limiter's loop running; a limiter that waited would otherwise
+    hang the test, since the loop's clock never moves by itself.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as finished:
+        result: T = finished.value
+        return result
+    coro.close()
+    raise AssertionError("the limiter suspended: it waited instead of answering at once")
+
+
 def admitted(loop: ManualClockLoop, limiter: ConnectionRateLimiter, attempts: int = 1000) -> int:
     """Attempts `attempts` frames back to back at the loop's current time."""
 
     async def attempt() -> int:
-        return sum([await limiter.try_acquire() for _ in range(attempts)])
+        return sum(in_one_step(limiter.try_acquire()) for _ in range(attempts))
 
     return loop.run_until_complete(attempt())
 
@@ -60,7 +77,7 @@ def test_a_fresh_limiter_admits_exactly_max_requests_back_to_back_then_refuses(
     loop: ManualClockLoop, limiter: ConnectionRateLimiter
 ) -> None:
     async def attempts() -> list[bool]:
-        return [await limiter.try_acquire() for _ in range(101)]
+        return [in_one_step(limiter.try_acquire()) for _ in range(101)]
 
     assert loop.run_until_complete(attempts()) == [True] * 100 + [False]
     assert admitted(loop, limiter) == 0
@@ -155,24 +172,31 @@ def test_try_acquire_completes_without_suspending_whether_admitted_or_refused(
         return results
 
     assert loop.run_until_complete(step_once()) == [True, False]
+    loop.advance(60)
+    assert admitted(loop, limiter) == 1
 
 
 def test_concurrent_attempts_share_one_burst(
     loop: ManualClockLoop, limiter: ConnectionRateLimiter
 ) -> None:
-    async def attempt_concurrently() -> list[bool]:
-        return await asyncio.gather(*(limiter.try_acquire() for _ in range(150)))
+    async def attempt_concurrently() -> tuple[int, int]:
+        tasks = [asyncio.create_task(limiter.try_acquire()) for _ in range(150)]
+        await asyncio.sleep(0)  # one loop pass: every task runs its first step, and should end
+        waiting = [task for task in tasks if not task.done()]
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        return sum(task.result() for task in tasks if task not in waiting), len(waiting)
 
-    assert sum(loop.run_until_complete(attempt_concurrently())) == 100
+    assert loop.run_until_complete(attempt_concurrently()) == (100, 0)
 
 
 def test_check_raises_rate_limit_exceeded_once_the_bucket_is_empty(
     loop: ManualClockLoop, limiter: ConnectionRateLimiter
 ) -> None:
     async def check_101_times() -> None:
-        for _ in range(100):
-            await limiter.check()
-        await limiter.check()
+        for _ in range(101):
+            in_one_step(limiter.check())
 
     with pytest.raises(RateLimitExceeded) as caught:
         loop.run_until_complete(check_101_times())

@@ -9,12 +9,12 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-
-from packages.pm_ws.tests.redis_server import REDIS_SERVER, RedisServer, TcpProxy
 from pm_ws.broker import Broker, DisconnectRequest
 from pm_ws.events import Event, TenantId
 from pm_ws.memory_broker import MemoryBroker
 from pm_ws.redis_broker import RedisBroker
+
+from packages.pm_ws.tests.redis_server import REDIS_SERVER, RedisServer, TcpProxy
 
 WAIT_SECS = 5.0
 
@@ -62,13 +62,15 @@ class RecordingSink:
         self.disconnects.append(request)
         self._changed.set()
 
-    async def wait_until(self, condition: Callable[[], bool], timeout: float = WAIT_SECS) -> None:
+    async def wait_until(
+        self, condition: Callable[[], bool], within_secs: float = WAIT_SECS
+    ) -> None:
         async def wait() -> None:
             while not condition():
                 self._changed.clear()
                 await self._changed.wait()
 
-        await asyncio.wait_for(wait(), timeout)
+        await asyncio.wait_for(wait(), within_secs)
 
     async def wait_for_events(self, count: int) -> None:
         await self.wait_until(lambda: len(self.events) >= count)

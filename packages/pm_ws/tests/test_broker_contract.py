@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 
 import pytest
-
-from packages.pm_ws.tests.conftest import BrokerFactory, ManualClock, RecordingSink
 from pm_ws.broker import Broker, DisconnectRequest, PublishResult
 from pm_ws.broker_url import open_broker
 from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, UnsupportedBrokerUrl
 from pm_ws.memory_broker import MemoryBroker
 from pm_ws.redis_broker import RedisBroker
+
+from packages.pm_ws.tests.conftest import BrokerFactory, ManualClock, RecordingSink
 
 ACME = TenantId("acme")
 GLOBEX = TenantId("globex")
@@ -310,7 +310,7 @@ def test_open_broker_names_the_accepted_schemes_for_anything_else(url: str) -> N
     assert "redis://" in raised.value.message
 
 
-def test_open_broker_never_repeats_a_bad_redis_url(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_open_broker_never_repeats_a_bad_redis_url() -> None:
     with pytest.raises(UnsupportedBrokerUrl) as raised:
         open_broker("redis://:s3cret@host:notaport/0", history_size=10, history_ttl_secs=5)
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from packages.pm_ws.tests.conftest import ManualClock, RecordingSink
 from pm_ws.broker import DisconnectRequest
 from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
 from pm_ws.memory_broker import MemoryBroker, history_read
+
+from packages.pm_ws.tests.conftest import ManualClock, RecordingSink
 
 ACME = TenantId("acme")
 

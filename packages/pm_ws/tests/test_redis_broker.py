@@ -8,17 +8,18 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pm_ws._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
+from pm_ws.broker import DisconnectRequest, HistoryRead
+from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
+from pm_ws.exceptions import BrokerUnavailable
+from pm_ws.redis_broker import RedisBroker, _Feed
 from redis.crc import key_slot
 
 from packages.pm_ws.tests.conftest import RecordingSink, RedisBrokerFactory
 from packages.pm_ws.tests.redis_server import RedisServer, TcpProxy, free_port
-from pm_ws._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
-from pm_ws.broker import DisconnectRequest
-from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
-from pm_ws.exceptions import BrokerUnavailable
-from pm_ws.redis_broker import RedisBroker
 
 ACME = TenantId("acme")
+GLOBEX = TenantId("globex")
 
 
 def draft(event_id: str, tenant: TenantId = ACME) -> EventDraft:
@@ -290,7 +291,7 @@ async def test_the_process_listens_only_to_tenants_it_has_sinks_for(
     sink = RecordingSink()
     acme, globex = (
         TenantKeys.of(broker.key_prefix, ACME),
-        TenantKeys.of(broker.key_prefix, "globex"),
+        TenantKeys.of(broker.key_prefix, GLOBEX),
     )
     pattern = f"{broker.key_prefix}:*"
 
@@ -299,7 +300,7 @@ async def test_the_process_listens_only_to_tenants_it_has_sinks_for(
         while_listening = set(admin.pubsub_channels(pattern))
     await broker.unsubscribe(ACME, sink)
     # Subscribing returns once confirmed, so Redis has handled the UNSUBSCRIBE sent before.
-    await broker.subscribe(TenantId("globex"), sink)
+    await broker.subscribe(GLOBEX, sink)
     with redis_server.client() as admin:
         after_leaving = set(admin.pubsub_channels(pattern))
 
@@ -379,3 +380,56 @@ async def test_concurrent_first_subscribes_of_a_tenant_both_get_its_events(
     await second.wait_for_events(1)
 
     assert first.seqs == second.seqs == [1]
+
+
+def event_at(epoch: str, seq: int) -> Event:
+    return Event.from_draft(draft(f"e{seq}"), StreamPosition(epoch, seq), published_at_ns=0)
+
+
+def feed_at(last: StreamPosition, sink: RecordingSink, *, held_limit: int = 10) -> _Feed:
+    feed = _Feed(ACME, TenantKeys.of("pm", ACME), held_limit)
+    feed.sinks[id(sink)] = sink
+    feed.last = last
+    return feed
+
+
+async def test_a_feed_delivers_the_next_event_drops_repeats_and_stops_at_gaps() -> None:
+    sink = RecordingSink()
+    feed = feed_at(StreamPosition("e", 1), sink)
+
+    results = [feed.advance(event_at("e", seq)) for seq in (2, 2, 1, 4)]
+    other_epoch = feed.advance(event_at("f", 3))
+
+    assert results == [True, True, True, False]
+    assert not other_epoch
+    assert sink.seqs == [2]
+    assert feed.last == StreamPosition("e", 2)
+
+
+async def test_a_feed_drops_held_events_that_a_later_read_proved_stale_or_forged() -> None:
+    sink = RecordingSink()
+    feed = feed_at(StreamPosition("old", 5), sink)
+    for event in (event_at("old", 7), event_at("new", 99)):
+        feed.hold(event)
+    feed.reads_started += 1
+    feed.apply(HistoryRead(events=(), complete=False, position=StreamPosition("new", 2)))
+    feed.hold(event_at("new", 3))
+    feed.hold(event_at("newer", 1))
+
+    drained = feed.drain(settled=feed.reads_started)
+
+    assert sink.lags == [ACME]
+    assert sink.seqs == [3]
+    assert not drained
+    assert [event.position for event, _ in feed.held] == [StreamPosition("newer", 1)]
+
+
+async def test_a_feed_whose_held_events_overflow_reads_history_again() -> None:
+    sink = RecordingSink()
+    feed = feed_at(StreamPosition("e", 0), sink, held_limit=2)
+
+    for seq in (1, 2, 3):
+        feed.hold(event_at("e", seq))
+
+    assert feed.again
+    assert [event.position.seq for event, _ in feed.held] == [3]

@@ -1,8 +1,7 @@
-"""RedisBroker's wires: a command client with its scripts, and pub/sub connections.
+"""RedisBroker's wires to Redis: a command client with its scripts, and pub/sub connections."""
 
-Imports redis at module level; `pm_ws.redis_broker` imports this module only
-when a RedisBroker is built, so `import pm_ws` works without the extra.
-"""
+# This module imports redis; pm_ws.redis_broker imports it only when a
+# RedisBroker is built, so `import pm_ws` works without the extra.
 
 from __future__ import annotations
 
@@ -26,7 +25,8 @@ UNAVAILABLE: Final = "event broker unavailable"
 
 
 def _unavailable(what: str, exc: BaseException) -> BrokerUnavailable:
-    _LOG.warning("redis %s failed: %s: %s", what, type(exc).__name__, exc)
+    # Callers see the client-safe message; the cause stays chained for their logs.
+    _LOG.debug("redis %s failed: %s: %s", what, type(exc).__name__, exc)
     return BrokerUnavailable(UNAVAILABLE)
 
 

@@ -29,7 +29,10 @@ class HistoryRead:
 
     `complete` is true only when `events` is every event after the asked
     position: same epoch, and history still reaches back to the event right
-    after it. `position` is the stream's position when the read was made.
+    after it. A position of another epoch, or ahead of the stream, reads as
+    no events and `complete=False`. When incomplete, `events` holds what
+    history still has after the last hole (possibly nothing). `position` is
+    the stream's position when the read was made.
     """
 
     events: Sequence[Event]
@@ -111,20 +114,31 @@ class Broker(Protocol):
         """Events after `position` still in history, oldest first. Raises `BrokerUnavailable`."""
 
     async def position(self, tenant_id: TenantId) -> StreamPosition:
-        """The position of the tenant's last event (seq 0 when it has none)."""
+        """The position of the tenant's last event (seq 0 when it has none).
+
+        A never-seen tenant's stream is created, so its epoch stays stable.
+        Raises `BrokerUnavailable`.
+        """
 
     async def subscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
         """Start delivering the tenant's live events and disconnect orders to `sink`.
 
-        Subscribing the same sink twice is a no-op. The first subscriber of a
-        tenant makes the process listen to it.
+        Subscribing the same sink (by identity) twice is a no-op. The first
+        subscriber of a tenant makes the process listen to it; once this
+        returns, every event published afterwards reaches `sink`. Raises
+        `BrokerUnavailable` when the process cannot start listening to the
+        tenant (the sink is then not subscribed); never for a tenant already
+        listened to.
         """
 
     async def unsubscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
         """Stop delivering to `sink`; after the last sink leaves, stop listening to the tenant."""
 
     async def publish_disconnect(self, request: DisconnectRequest) -> None:
-        """Send an operator disconnect to every process listening to the tenant."""
+        """Send an operator disconnect to every process listening to the tenant.
+
+        Raises `BrokerUnavailable` when it could not be sent.
+        """
 
     async def health(self) -> BrokerHealth:
         """Probe the broker. Never raises."""

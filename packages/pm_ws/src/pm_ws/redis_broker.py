@@ -34,6 +34,8 @@ REDIS_EXTRA_MISSING: Final = 'redis:// needs the redis extra: pip install "pm-ws
 _UNAVAILABLE: Final = "event broker unavailable"
 # An idle pub/sub connection is pinged this often; a second silent interval ends it.
 _KEEPALIVE_SECS: Final = 5.0
+# History reads in flight at once when many tenants catch up after a reconnect.
+_CATCH_UP_CONCURRENCY: Final = 32
 
 
 class _Feed:
@@ -94,8 +96,9 @@ class _Feed:
                 self.advance(event)
             return
         _LOG.warning(
-            "events of a tenant were lost for this process: delivered up to %s, the stream "
-            "is at %s and history does not cover the gap; its connections must resume",
+            "events of tenant %r were lost for this process: delivered up to %s, the "
+            "stream is at %s and history does not cover the gap; its connections must resume",
+            self.tenant_id,
             self.last,
             read.position,
         )
@@ -109,17 +112,15 @@ class _Feed:
     def drain(self, settled: int) -> bool:
         """Deliver held events in order; False when one still needs a history read.
 
-        `settled` is the latest completed read: an event of another epoch that
-        arrived before that read started belongs to an epoch the read proved
-        dead, and is dropped.
+        `settled` is the number of the latest completed history read. An
+        event that arrived before that read started was published before it,
+        so the read covered it: if it still does not continue the stream, it
+        belongs to an epoch the read proved dead (or is forged) and is dropped.
         """
         while self.held:
-            event, arrived_before = self.held[0]
-            if not self.advance(event):
-                last = self.last
-                stale = last is not None and event.position.epoch != last.epoch
-                if not (stale and arrived_before < settled):
-                    return False
+            event, reads_before = self.held[0]
+            if not self.advance(event) and reads_before >= settled:
+                return False
             self.held.popleft()
         return True
 
@@ -223,6 +224,7 @@ class RedisBroker:
         self._unconfirmed: dict[bytes, int] = {}
         self._pubsub: PubSubLink | None = None
         self._connected = asyncio.Event()
+        self._catch_up_slots = asyncio.Semaphore(_CATCH_UP_CONCURRENCY)
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -390,17 +392,14 @@ class RedisBroker:
         started = time.perf_counter()
         try:
             await asyncio.wait_for(self._link.ping(), self._timeout_secs)
+            detail = "" if self._pubsub is not None else "event broker subscription reconnecting"
         except (BrokerUnavailable, TimeoutError):
-            latency_ms = (time.perf_counter() - started) * 1000
-            return BrokerHealth(ok=False, latency_ms=latency_ms, detail=_UNAVAILABLE)
+            detail = _UNAVAILABLE
         except Exception:
             _LOG.exception("redis health probe failed")
-            latency_ms = (time.perf_counter() - started) * 1000
-            return BrokerHealth(ok=False, latency_ms=latency_ms, detail=_UNAVAILABLE)
+            detail = _UNAVAILABLE
         latency_ms = (time.perf_counter() - started) * 1000
-        if self._pubsub is None:
-            return BrokerHealth(False, latency_ms, "event broker subscription reconnecting")
-        return BrokerHealth(ok=True, latency_ms=latency_ms)
+        return BrokerHealth(ok=not detail, latency_ms=latency_ms, detail=detail)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -459,13 +458,14 @@ class RedisBroker:
             feed.reads_started += 1
             read_number = feed.reads_started
             try:
-                if feed.last is None:
-                    feed.last, _ = await self._read(feed.tenant_id, "", -1)
-                else:
-                    current, events = await self._read(
-                        feed.tenant_id, feed.last.epoch, feed.last.seq
-                    )
-                    feed.apply(history_read(events, feed.last, current))
+                async with self._catch_up_slots:
+                    if feed.last is None:
+                        feed.last, _ = await self._read(feed.tenant_id, "", -1)
+                    else:
+                        current, events = await self._read(
+                            feed.tenant_id, feed.last.epoch, feed.last.seq
+                        )
+                        feed.apply(history_read(events, feed.last, current))
             except BrokerUnavailable:
                 failures += 1
                 await asyncio.sleep(self._backoff(failures))
@@ -483,9 +483,12 @@ class RedisBroker:
         failures = 0
         while True:
             link = self._link.pubsub()
+            cause: BaseException | None = None
             try:
                 self._unconfirmed = {feed.keys.channel: 1 for feed in self._feeds.values()}
                 await link.open(list(self._unconfirmed))
+                for channel in [c for c in self._unconfirmed if c not in self._by_channel]:
+                    await link.unsubscribe(channel)  # its last sink left while connecting
                 self._pubsub = link
                 self._connected.set()
                 if failures:
@@ -494,8 +497,8 @@ class RedisBroker:
                 for feed in list(self._feeds.values()):
                     self._start_catch_up(feed)
                 await self._pump(link)
-            except BrokerUnavailable:
-                pass  # Logged where it happened.
+            except BrokerUnavailable as exc:
+                cause = exc.__cause__ or exc
             except Exception:
                 _LOG.exception("redis listener failed")
             finally:
@@ -508,7 +511,8 @@ class RedisBroker:
             delay = self._backoff(failures)
             _LOG.log(
                 logging.WARNING if failures == 1 else logging.DEBUG,
-                "redis subscription down; reconnecting in %.2fs (attempt %d)",
+                "redis subscription down (%s); reconnecting in %.2fs (attempt %d)",
+                cause,
                 delay,
                 failures,
             )
@@ -521,8 +525,7 @@ class RedisBroker:
             message = await link.receive(_KEEPALIVE_SECS)
             if message is None:
                 if pinged:
-                    _LOG.warning("redis pub/sub connection stopped answering pings")
-                    raise BrokerUnavailable(_UNAVAILABLE)
+                    raise BrokerUnavailable(_UNAVAILABLE) from TimeoutError("no answer to PING")
                 pinged = True
                 await link.ping()
                 continue
@@ -531,10 +534,11 @@ class RedisBroker:
 
     def _dispatch(self, message: ChannelMessage) -> None:
         if message.kind == "subscribe":
-            left = self._unconfirmed.get(message.channel, 0) - 1
-            self._unconfirmed[message.channel] = max(0, left)
-            feed = self._by_channel.get(message.channel)
-            if left <= 0 and feed is not None:
+            # Only the last SUBSCRIBE sent for a channel speaks for the feed now using it.
+            left = self._unconfirmed.pop(message.channel, 0) - 1
+            if left > 0:
+                self._unconfirmed[message.channel] = left
+            elif (feed := self._by_channel.get(message.channel)) is not None:
                 feed.listening.set()
             return
         if message.kind != "message":

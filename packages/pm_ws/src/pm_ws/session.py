@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -158,13 +159,13 @@ class Session:
                     tenant_id=self.tenant_id,
                     user_id=self.user_id,
                     server_time_ms=int(self.services.wall_clock() * 1000),
-                    heartbeat_interval_secs=round(limits.heartbeat_interval_secs),
+                    heartbeat_interval_secs=math.ceil(limits.heartbeat_interval_secs),
                     token_expires_at_ms=self.context.expires_at_ms,
                     position=position_message(position),
                     limits=pb.Limits(
                         max_message_bytes=limits.max_message_bytes,
                         rate_limit_max_requests=limits.rate_limit_max_requests,
-                        rate_limit_window_secs=round(limits.rate_limit_window_secs),
+                        rate_limit_window_secs=math.ceil(limits.rate_limit_window_secs),
                         max_subscriptions=limits.max_subscriptions,
                     ),
                 )

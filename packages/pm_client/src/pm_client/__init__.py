@@ -1,0 +1,3 @@
+"""pm_client."""
+
+__all__: list[str] = []

@@ -1,0 +1,177 @@
+"""The deployable application: the engine, its routes, and the process lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+from aiohttp import web
+from pm_auth import JwtValidator, TenantContext
+from pm_ws import Gateway, GatewayLimits, GatewayMetrics, GatewayOptions, TenantCheck
+from pm_ws.broker_url import open_broker
+from prometheus_client import CollectorRegistry
+
+from pm_server import api, probes
+from pm_server.config import Settings
+from pm_server.cors import allow_cors
+from pm_server.demo import add_demo_routes
+from pm_server.logs import AccessLogger
+from pm_server.state import GATEWAY, METRICS_REGISTRY, SETTINGS, STARTED_AT, VERSION
+
+logger = logging.getLogger(__name__)
+
+
+def build_app(settings: Settings) -> web.Application:
+    """Assemble the gateway and every route of SPEC §5 from validated settings."""
+    registry = CollectorRegistry()
+    gateway = Gateway(
+        jwt=_jwt_validator(settings),
+        broker=open_broker(
+            settings.broker_url,
+            history_size=settings.history_size,
+            history_ttl_secs=settings.history_ttl_secs,
+        ),
+        metrics=GatewayMetrics(registry, tenant_labels=settings.metrics_tenant_labels),
+        options=GatewayOptions(
+            limits=GatewayLimits(
+                max_connections=settings.max_connections,
+                max_connections_per_tenant=settings.max_connections_per_tenant,
+                max_subscriptions=settings.max_subscriptions_per_connection,
+                max_message_bytes=settings.max_message_bytes,
+                send_queue_size=settings.send_queue_size,
+                rate_limit_max_requests=settings.rate_limit_max_requests,
+                rate_limit_window_secs=settings.rate_limit_window_secs,
+                heartbeat_interval_secs=settings.heartbeat_interval_secs,
+                heartbeat_timeout_secs=settings.heartbeat_timeout_secs,
+            ),
+            allowed_origins=(
+                frozenset(settings.ws_allowed_origins)
+                if settings.ws_allowed_origins is not None
+                else None
+            ),
+            tenant_check=_tenant_check(settings.allowed_tenants),
+            shutdown_timeout_secs=settings.shutdown_timeout_secs,
+        ),
+    )
+    app = web.Application(client_max_size=max(settings.max_message_bytes, 4096))
+    app[GATEWAY] = gateway
+    app[SETTINGS] = settings
+    app[METRICS_REGISTRY] = registry
+    app[STARTED_AT] = time.monotonic()
+    app[VERSION] = _version()
+    gateway.mount(app, "/ws")
+    http_routes = [
+        app.router.add_get("/live", probes.live),
+        app.router.add_get("/ready", probes.ready),
+        app.router.add_get("/health", probes.health),
+        app.router.add_get("/metrics", probes.metrics),
+        app.router.add_post(
+            "/api/v1/publish", api.require_key(settings.publish_api_key, api.publish)
+        ),
+        app.router.add_get(
+            "/api/v1/connections", api.require_key(settings.admin_api_key, api.connections)
+        ),
+        app.router.add_post(
+            "/api/v1/disconnect", api.require_key(settings.admin_api_key, api.disconnect)
+        ),
+    ]
+    if settings.cors_allowed_origins:
+        allow_cors(app, http_routes, settings.cors_allowed_origins)
+    if settings.dev:
+        add_demo_routes(app)
+    return app
+
+
+def _jwt_validator(settings: Settings) -> JwtValidator:
+    if settings.jwt_public_key is not None:
+        return JwtValidator.rs256(
+            settings.jwt_public_key,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_secs=settings.jwt_leeway_secs,
+        )
+    if settings.jwt_secret is None:
+        raise ValueError("no JWT key configured")
+    return JwtValidator.hs256(
+        settings.jwt_secret,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_secs=settings.jwt_leeway_secs,
+    )
+
+
+def _tenant_check(allowed: frozenset[str] | None) -> TenantCheck | None:
+    if allowed is None:
+        return None
+
+    async def check(context: TenantContext) -> bool:
+        return context.tenant_id in allowed
+
+    return check
+
+
+def _version() -> str:
+    try:
+        return version("pm-server")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
+    """Serve until SIGTERM or SIGINT, then drain (SPEC §4) and return the exit code.
+
+    The first signal turns readiness to 503 and refuses upgrades at once, then
+    drains; a second signal exits the process immediately.
+    """
+    app = build_app(settings)
+    gateway = app[GATEWAY]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            logger.warning("second signal: exiting now")
+            os._exit(128 + signum)
+        logger.info("received %s: draining", signal.Signals(signum).name)
+        gateway.shutdown.begin()
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    runner = web.AppRunner(
+        app,
+        access_log_class=AccessLogger,
+        handle_signals=False,
+        shutdown_timeout=settings.shutdown_timeout_secs + 5,
+    )
+    await runner.setup()
+    site = web.TCPSite(
+        runner, settings.bind_host, settings.bind_port, reuse_port=reuse_port or None
+    )
+    await site.start()
+    for address in runner.addresses:
+        logger.info("listening on %s", _format_address(address))
+    await stop.wait()
+    await runner.cleanup()
+    logger.info("Graceful shutdown complete")
+    return 0
+
+
+def _format_address(address: object) -> str:
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(address)
+
+
+def run(settings: Settings) -> int:
+    """Run the server: in this process, or as `settings.workers` supervised processes."""
+    if settings.workers > 1:
+        from pm_server.workers import supervise
+
+        return supervise(settings)
+    return asyncio.run(serve(settings))
