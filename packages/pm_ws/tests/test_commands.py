@@ -16,13 +16,15 @@ async def echo(context: CommandContext, body: bytes) -> bytes:
     return b"%s/%s:%s" % (context.tenant.tenant_id.encode(), context.connection_id.encode(), body)
 
 
-async def refusal(router: CommandRouter, name: str, body: bytes = b"", request_id: str = "r1"):
+async def refusal(
+    router: CommandRouter, name: str, body: bytes = b"", request_id: str = "r1"
+) -> ProtocolError:
     with pytest.raises(ProtocolError) as info:
         await router.dispatch(CONTEXT, name, body, request_id=request_id)
     return info.value
 
 
-async def test_a_registered_handler_gets_the_sender_and_body_and_its_result_is_returned():
+async def test_a_registered_handler_gets_the_sender_and_body_and_its_result_is_returned() -> None:
     router = CommandRouter()
     router.register("board.move", echo)
 
@@ -31,7 +33,7 @@ async def test_a_registered_handler_gets_the_sender_and_body_and_its_result_is_r
     assert result == b"t1/c1:card-7"
 
 
-async def test_the_decorator_registers_the_handler_under_its_name():
+async def test_the_decorator_registers_the_handler_under_its_name() -> None:
     router = CommandRouter()
 
     @router.command("board.echo")
@@ -42,7 +44,7 @@ async def test_the_decorator_registers_the_handler_under_its_name():
     assert await handler(CONTEXT, b"xy") == b"yx"
 
 
-async def test_each_name_reaches_only_its_own_handler():
+async def test_each_name_reaches_only_its_own_handler() -> None:
     router = CommandRouter()
 
     async def first(context: CommandContext, body: bytes) -> bytes:
@@ -58,7 +60,7 @@ async def test_each_name_reaches_only_its_own_handler():
     assert await router.dispatch(CONTEXT, "a.first", b"") == b"first"
 
 
-async def test_registering_a_name_twice_raises_and_keeps_the_first_handler():
+async def test_registering_a_name_twice_raises_and_keeps_the_first_handler() -> None:
     router = CommandRouter()
     router.register("board.move", echo)
 
@@ -73,7 +75,7 @@ async def test_registering_a_name_twice_raises_and_keeps_the_first_handler():
     assert await router.dispatch(CONTEXT, "board.move", b"x") == b"t1/c1:x"
 
 
-async def test_an_unknown_command_is_refused_with_unknown_command_and_the_request_id():
+async def test_an_unknown_command_is_refused_with_unknown_command_and_the_request_id() -> None:
     router = CommandRouter()
     router.register("board.move", echo)
 
@@ -84,7 +86,9 @@ async def test_an_unknown_command_is_refused_with_unknown_command_and_the_reques
     assert error.field == "command.name"
 
 
-async def test_a_crashing_handler_is_answered_with_internal_error_and_no_details(caplog):
+async def test_a_crashing_handler_is_answered_with_internal_error_and_no_details(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     router = CommandRouter()
 
     @router.command("board.crash")
@@ -109,7 +113,9 @@ async def test_a_crashing_handler_is_answered_with_internal_error_and_no_details
     assert "Traceback" in caplog.text
 
 
-async def test_a_handler_protocol_error_reaches_the_client_as_it_is_with_the_request_id(caplog):
+async def test_a_handler_protocol_error_reaches_the_client_as_it_is_with_the_request_id(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     router = CommandRouter()
 
     @router.command("board.move")
@@ -125,7 +131,7 @@ async def test_a_handler_protocol_error_reaches_the_client_as_it_is_with_the_req
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-async def test_cancelling_a_command_is_not_turned_into_an_error():
+async def test_cancelling_a_command_is_not_turned_into_an_error() -> None:
     router = CommandRouter()
 
     @router.command("board.slow")

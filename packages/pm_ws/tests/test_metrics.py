@@ -17,7 +17,7 @@ def label_names(registry: CollectorRegistry) -> set[str]:
     return {name for family in registry.collect() for s in family.samples for name in s.labels}
 
 
-def test_two_gateway_metrics_on_separate_registries_do_not_clash():
+def test_two_gateway_metrics_on_separate_registries_do_not_clash() -> None:
     first_registry, second_registry = CollectorRegistry(), CollectorRegistry()
     first = GatewayMetrics(first_registry)
     second = GatewayMetrics(second_registry)
@@ -32,7 +32,7 @@ def test_two_gateway_metrics_on_separate_registries_do_not_clash():
     assert second.connections_active is not first.connections_active
 
 
-def test_metrics_of_different_namespaces_share_one_registry():
+def test_metrics_of_different_namespaces_share_one_registry() -> None:
     registry = CollectorRegistry()
     GatewayMetrics(registry, namespace="a").connection_opened("t1")
     GatewayMetrics(registry, namespace="b")
@@ -41,7 +41,7 @@ def test_metrics_of_different_namespaces_share_one_registry():
     assert registry.get_sample_value("b_ws_connections_opened_total") == 0
 
 
-def test_without_tenant_labels_no_series_carries_a_tenant_id():
+def test_without_tenant_labels_no_series_carries_a_tenant_id() -> None:
     registry = CollectorRegistry()
     exercised(GatewayMetrics(registry))
 
@@ -55,7 +55,7 @@ def test_without_tenant_labels_no_series_carries_a_tenant_id():
     assert b"t1" not in generate_latest(registry)
 
 
-def test_with_tenant_labels_connection_message_and_delivery_series_are_per_tenant():
+def test_with_tenant_labels_connection_message_and_delivery_series_are_per_tenant() -> None:
     registry = CollectorRegistry()
     exercised(GatewayMetrics(registry, tenant_labels=True))
 
@@ -75,7 +75,7 @@ def test_with_tenant_labels_connection_message_and_delivery_series_are_per_tenan
     assert value("pm_ws_connections_closed_total", code="1000") == 1
 
 
-def test_every_metric_of_the_contract_is_exposed_with_the_namespace():
+def test_every_metric_of_the_contract_is_exposed_with_the_namespace() -> None:
     registry = CollectorRegistry()
     metrics = GatewayMetrics(registry)
     metrics.connections_refused.labels("tenant_limit").inc()

@@ -1,5 +1,7 @@
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 import pytest
 from pm_ws.outbox import FlushScheduler, Outbox
@@ -33,8 +35,8 @@ class BrokenTransport(FakeTransport):
 @dataclass
 class FakeTimer:
     delay: float
-    callback: object
-    args: tuple
+    callback: Callable[..., object]
+    args: tuple[object, ...]
     cancelled: bool = False
 
     def cancel(self) -> None:
@@ -47,7 +49,7 @@ class Timers:
 
     armed: list[FakeTimer] = field(default_factory=list)
 
-    def call_later(self, delay, callback, *args):
+    def call_later(self, delay: float, callback: Callable[..., object], *args: object) -> FakeTimer:
         timer = FakeTimer(delay, callback, args)
         self.armed.append(timer)
         return timer
@@ -83,7 +85,8 @@ def harness(
         scheduler,
         capacity=capacity,
         on_overflow=lambda: overflows.append(None),
-        loop=timers,
+        # Outbox only calls `call_later` on its loop, which Timers stands in for.
+        loop=cast(asyncio.AbstractEventLoop, timers),
         high_water_bytes=HIGH_WATER,
     )
     return Harness(outbox, transport, timers, overflows)
@@ -106,7 +109,9 @@ async def end_of_iteration() -> None:
     await done
 
 
-async def test_frames_queued_in_one_loop_iteration_are_written_in_one_write_in_order(scheduler):
+async def test_frames_queued_in_one_loop_iteration_are_written_in_one_write_in_order(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
 
     for frame in (b"one", b"two", b"three"):
@@ -117,7 +122,7 @@ async def test_frames_queued_in_one_loop_iteration_are_written_in_one_write_in_o
     assert len(h.outbox) == 0
 
 
-async def test_nothing_is_written_before_the_loop_runs_the_flush(scheduler):
+async def test_nothing_is_written_before_the_loop_runs_the_flush(scheduler: FlushScheduler) -> None:
     h = harness(scheduler)
 
     h.outbox.push(b"frame")
@@ -128,7 +133,9 @@ async def test_nothing_is_written_before_the_loop_runs_the_flush(scheduler):
     assert h.transport.writes == [b"frame"]
 
 
-async def test_every_outbox_that_got_frames_is_written_once_in_the_same_iteration(scheduler):
+async def test_every_outbox_that_got_frames_is_written_once_in_the_same_iteration(
+    scheduler: FlushScheduler,
+) -> None:
     a, b = harness(scheduler), harness(scheduler)
 
     for frame in (b"e1", b"e2", b"e3"):
@@ -140,7 +147,9 @@ async def test_every_outbox_that_got_frames_is_written_once_in_the_same_iteratio
     assert b.transport.writes == [b"e1e2e3"]
 
 
-async def test_frames_queued_in_a_later_iteration_get_a_write_of_their_own(scheduler):
+async def test_frames_queued_in_a_later_iteration_get_a_write_of_their_own(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
 
     h.outbox.push(b"a")
@@ -152,7 +161,9 @@ async def test_frames_queued_in_a_later_iteration_get_a_write_of_their_own(sched
     assert h.transport.writes == [b"a", b"bc"]
 
 
-async def test_a_transport_over_the_high_water_mark_is_not_written_to(scheduler):
+async def test_a_transport_over_the_high_water_mark_is_not_written_to(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
 
@@ -165,7 +176,9 @@ async def test_a_transport_over_the_high_water_mark_is_not_written_to(scheduler)
     assert len(h.timers.pending()) == 1
 
 
-async def test_a_transport_exactly_at_the_high_water_mark_is_still_written_to(scheduler):
+async def test_a_transport_exactly_at_the_high_water_mark_is_still_written_to(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER
 
@@ -176,8 +189,8 @@ async def test_a_transport_exactly_at_the_high_water_mark_is_still_written_to(sc
 
 
 async def test_a_blocked_outbox_writes_everything_in_one_write_once_the_transport_drains(
-    scheduler,
-):
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
     h.outbox.push(b"a")
@@ -193,7 +206,9 @@ async def test_a_blocked_outbox_writes_everything_in_one_write_once_the_transpor
     assert h.timers.pending() == []
 
 
-async def test_a_retry_still_over_the_high_water_mark_waits_again(scheduler):
+async def test_a_retry_still_over_the_high_water_mark_waits_again(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
     h.outbox.push(b"a")
@@ -208,7 +223,9 @@ async def test_a_retry_still_over_the_high_water_mark_waits_again(scheduler):
     assert h.transport.writes == [b"a"]
 
 
-async def test_a_forced_flush_writes_even_to_a_transport_over_the_high_water_mark(scheduler):
+async def test_a_forced_flush_writes_even_to_a_transport_over_the_high_water_mark(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
     h.outbox.push(b"a")
@@ -221,7 +238,9 @@ async def test_a_forced_flush_writes_even_to_a_transport_over_the_high_water_mar
     assert len(h.outbox) == 0
 
 
-async def test_overflow_calls_on_overflow_exactly_once_and_drops_every_later_push(scheduler):
+async def test_overflow_calls_on_overflow_exactly_once_and_drops_every_later_push(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler, capacity=3)
 
     accepted = [h.outbox.push(b"x") for _ in range(3)]
@@ -237,7 +256,7 @@ async def test_overflow_calls_on_overflow_exactly_once_and_drops_every_later_pus
     assert len(h.outbox) == 0
 
 
-async def test_an_outbox_drained_every_iteration_never_overflows(scheduler):
+async def test_an_outbox_drained_every_iteration_never_overflows(scheduler: FlushScheduler) -> None:
     h = harness(scheduler, capacity=2)
 
     for i in range(5):
@@ -249,7 +268,9 @@ async def test_an_outbox_drained_every_iteration_never_overflows(scheduler):
     assert h.transport.writes == [b"00", b"11", b"22", b"33", b"44"]
 
 
-async def test_a_blocked_outbox_overflows_when_its_peer_never_reads(scheduler):
+async def test_a_blocked_outbox_overflows_when_its_peer_never_reads(
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler, capacity=2)
     h.transport.buffered = HIGH_WATER + 1
 
@@ -262,7 +283,7 @@ async def test_a_blocked_outbox_overflows_when_its_peer_never_reads(scheduler):
     assert h.outbox.closed
 
 
-async def test_close_with_flush_writes_the_queued_frames(scheduler):
+async def test_close_with_flush_writes_the_queued_frames(scheduler: FlushScheduler) -> None:
     h = harness(scheduler)
     h.outbox.push(b"event")
     h.outbox.push(b"closing")
@@ -276,8 +297,8 @@ async def test_close_with_flush_writes_the_queued_frames(scheduler):
 
 
 async def test_close_with_flush_writes_even_to_a_blocked_transport_and_cancels_the_retry(
-    scheduler,
-):
+    scheduler: FlushScheduler,
+) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
     h.outbox.push(b"a")
@@ -289,7 +310,7 @@ async def test_close_with_flush_writes_even_to_a_blocked_transport_and_cancels_t
     assert h.timers.pending() == []
 
 
-async def test_close_without_flush_drops_the_queued_frames(scheduler):
+async def test_close_without_flush_drops_the_queued_frames(scheduler: FlushScheduler) -> None:
     h = harness(scheduler)
     h.outbox.push(b"a")
     h.outbox.push(b"b")
@@ -302,7 +323,7 @@ async def test_close_without_flush_drops_the_queued_frames(scheduler):
     assert h.outbox.push(b"c") is False
 
 
-async def test_close_without_flush_cancels_a_pending_retry(scheduler):
+async def test_close_without_flush_cancels_a_pending_retry(scheduler: FlushScheduler) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
     h.outbox.push(b"a")
@@ -314,7 +335,7 @@ async def test_close_without_flush_cancels_a_pending_retry(scheduler):
     assert h.transport.writes == []
 
 
-async def test_a_closing_transport_gets_no_writes(scheduler):
+async def test_a_closing_transport_gets_no_writes(scheduler: FlushScheduler) -> None:
     h = harness(scheduler)
     h.transport.closing = True
 
@@ -329,7 +350,7 @@ async def test_a_closing_transport_gets_no_writes(scheduler):
     assert len(h.outbox) == 0
 
 
-async def test_queue_depth_is_the_number_of_frames_waiting(scheduler):
+async def test_queue_depth_is_the_number_of_frames_waiting(scheduler: FlushScheduler) -> None:
     h = harness(scheduler)
     h.transport.buffered = HIGH_WATER + 1
 
@@ -340,11 +361,13 @@ async def test_queue_depth_is_the_number_of_frames_waiting(scheduler):
     assert len(h.outbox) == 3
 
 
-async def test_a_failing_transport_does_not_stop_other_outboxes_from_being_written(scheduler):
+async def test_a_failing_transport_does_not_stop_other_outboxes_from_being_written(
+    scheduler: FlushScheduler,
+) -> None:
     broken = harness(scheduler, transport=BrokenTransport())
     healthy = harness(scheduler)
     loop = asyncio.get_running_loop()
-    loop_errors: list[dict] = []
+    loop_errors: list[dict[str, Any]] = []
     loop.set_exception_handler(lambda _loop, context: loop_errors.append(context))
     try:
         broken.outbox.push(b"x")

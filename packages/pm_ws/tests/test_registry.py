@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import pytest
 from pm_ws.events import ConnectionId, TenantId
 from pm_ws.exceptions import LimitExceeded
-from pm_ws.registry import ConnectionInfo, ConnectionRegistry
+from pm_ws.registry import ConnectionInfo, ConnectionRegistry, SlotReservation
 
 T1 = TenantId("t1")
 T2 = TenantId("t2")
@@ -37,15 +37,16 @@ def registry(*, total: int = 100, per_tenant: int = 10) -> ConnectionRegistry[Fa
     return ConnectionRegistry(max_connections=total, max_connections_per_tenant=per_tenant)
 
 
-def refusal(connections: ConnectionRegistry, tenant_id: TenantId) -> LimitExceeded:
+def refusal(connections: ConnectionRegistry[FakeConnection], tenant_id: TenantId) -> LimitExceeded:
     with pytest.raises(LimitExceeded) as info:
         connections.reserve(tenant_id)
     return info.value
 
 
-def test_only_the_tenant_limit_of_twenty_concurrent_reservations_succeed():
+def test_only_the_tenant_limit_of_twenty_concurrent_reservations_succeed() -> None:
     connections = registry(per_tenant=3)
-    granted, refused = [], []
+    granted: list[SlotReservation[FakeConnection]] = []
+    refused: list[LimitExceeded] = []
 
     for _ in range(20):
         try:
@@ -61,7 +62,7 @@ def test_only_the_tenant_limit_of_twenty_concurrent_reservations_succeed():
     assert connections.tenant_counts() == {T1: 3}
 
 
-def test_one_tenant_at_its_limit_does_not_stop_another():
+def test_one_tenant_at_its_limit_does_not_stop_another() -> None:
     connections = registry(per_tenant=1)
     connections.reserve(T1)
 
@@ -69,7 +70,7 @@ def test_one_tenant_at_its_limit_does_not_stop_another():
     assert connections.reserve(T2).tenant_id == T2
 
 
-def test_the_global_limit_refuses_every_tenant_with_scope_global():
+def test_the_global_limit_refuses_every_tenant_with_scope_global() -> None:
     connections = registry(total=2, per_tenant=10)
     connections.reserve(T1)
     connections.reserve(T2)
@@ -79,7 +80,7 @@ def test_the_global_limit_refuses_every_tenant_with_scope_global():
     assert connections.reserved == 2
 
 
-def test_stop_admitting_refuses_new_slots_with_scope_draining_and_keeps_held_ones():
+def test_stop_admitting_refuses_new_slots_with_scope_draining_and_keeps_held_ones() -> None:
     connections = registry()
     held = connections.reserve(T1)
     held.attach(connection("c1"))
@@ -91,7 +92,7 @@ def test_stop_admitting_refuses_new_slots_with_scope_draining_and_keeps_held_one
     assert connections.reserved == 1
 
 
-def test_release_gives_the_slot_back():
+def test_release_gives_the_slot_back() -> None:
     connections = registry(per_tenant=2)
     first = connections.reserve(T1)
     connections.reserve(T1)
@@ -104,7 +105,7 @@ def test_release_gives_the_slot_back():
     assert refusal(connections, T1).scope == "tenant"
 
 
-def test_release_is_idempotent():
+def test_release_is_idempotent() -> None:
     connections = registry(per_tenant=2)
     first = connections.reserve(T1)
     second = connections.reserve(T1)
@@ -121,7 +122,7 @@ def test_release_is_idempotent():
     assert connections.tenant_counts() == {}
 
 
-def test_a_reservation_used_as_a_context_manager_is_released_when_the_body_raises():
+def test_a_reservation_used_as_a_context_manager_is_released_when_the_body_raises() -> None:
     connections = registry(per_tenant=1)
 
     def upgrade_that_fails() -> None:
@@ -137,7 +138,7 @@ def test_a_reservation_used_as_a_context_manager_is_released_when_the_body_raise
     assert connections.reserve(T1) is not None
 
 
-def test_a_reservation_used_as_a_context_manager_is_released_on_normal_exit():
+def test_a_reservation_used_as_a_context_manager_is_released_on_normal_exit() -> None:
     connections = registry()
 
     with connections.reserve(T1) as slot:
@@ -148,7 +149,7 @@ def test_a_reservation_used_as_a_context_manager_is_released_on_normal_exit():
     assert connections.count() == 0
 
 
-def test_a_reserved_slot_counts_against_the_limits_before_a_connection_is_attached():
+def test_a_reserved_slot_counts_against_the_limits_before_a_connection_is_attached() -> None:
     connections = registry(per_tenant=1)
     connections.reserve(T1)
 
@@ -157,7 +158,7 @@ def test_a_reserved_slot_counts_against_the_limits_before_a_connection_is_attach
     assert refusal(connections, T1).scope == "tenant"
 
 
-def test_an_attached_connection_is_registered_until_its_slot_is_released():
+def test_an_attached_connection_is_registered_until_its_slot_is_released() -> None:
     connections = registry()
     slot = connections.reserve(T1)
     conn = connection("c1")
@@ -175,7 +176,7 @@ def test_an_attached_connection_is_registered_until_its_slot_is_released():
     assert connections.count() == 0
 
 
-def test_attach_after_release_raises_and_registers_nothing():
+def test_attach_after_release_raises_and_registers_nothing() -> None:
     connections = registry()
     slot = connections.reserve(T1)
     slot.release()
@@ -187,7 +188,7 @@ def test_attach_after_release_raises_and_registers_nothing():
     assert connections.reserved == 0
 
 
-def test_snapshot_lists_connections_oldest_first_and_filters_by_tenant():
+def test_snapshot_lists_connections_oldest_first_and_filters_by_tenant() -> None:
     connections = registry()
     for connection_id, tenant in [("a", T1), ("b", T2), ("c", T1)]:
         connections.reserve(tenant).attach(connection(connection_id, tenant))
@@ -201,15 +202,15 @@ def test_snapshot_lists_connections_oldest_first_and_filters_by_tenant():
     assert connections.snapshot("nobody") == []
 
 
-def test_connections_can_release_while_the_registry_is_being_iterated():
+def test_connections_can_release_while_the_registry_is_being_iterated() -> None:
     connections = registry()
-    by_id = {}
+    by_id: dict[str, SlotReservation[FakeConnection]] = {}
     for connection_id in ("a", "b", "c"):
         slot = connections.reserve(T1)
         slot.attach(connection(connection_id))
         by_id[connection_id] = slot
 
-    seen = []
+    seen: list[ConnectionId] = []
     for conn in connections:
         seen.append(conn.connection_id)
         by_id[conn.connection_id].release()
@@ -219,7 +220,7 @@ def test_connections_can_release_while_the_registry_is_being_iterated():
     assert connections.reserved == 0
 
 
-def test_tenant_counts_forget_a_tenant_whose_last_slot_is_released():
+def test_tenant_counts_forget_a_tenant_whose_last_slot_is_released() -> None:
     connections = registry()
     slot = connections.reserve(T1)
     connections.reserve(T2)

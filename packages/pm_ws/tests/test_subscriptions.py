@@ -1,3 +1,5 @@
+from typing import cast
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pm_ws.events import Scope
@@ -8,13 +10,18 @@ KINDS = ("project_ids", "sprint_ids", "work_item_ids")
 INDEX_OF = {"project_ids": "by_project", "sprint_ids": "by_sprint", "work_item_ids": "by_work_item"}
 
 
-def subscribed(index: TenantIndex, held: dict, subscriber, **ids: tuple[str, ...]) -> None:
+def subscribed(
+    index: TenantIndex[str],
+    held: dict[str, SubscriptionSet],
+    subscriber: str,
+    **ids: tuple[str, ...],
+) -> None:
     index.add(subscriber, held.setdefault(subscriber, SubscriptionSet()), SubscriptionIds(**ids))
 
 
-def test_an_event_reaches_a_subscriber_once_however_many_subscriptions_match():
+def test_an_event_reaches_a_subscriber_once_however_many_subscriptions_match() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "alice", project_ids=("p",), sprint_ids=("s",), work_item_ids=("w",))
 
     recipients = list(index.recipients(Scope("p", "s", "w")))
@@ -22,9 +29,9 @@ def test_an_event_reaches_a_subscriber_once_however_many_subscriptions_match():
     assert recipients == ["alice"]
 
 
-def test_an_event_reaches_subscribers_of_its_project_sprint_or_work_item():
+def test_an_event_reaches_subscribers_of_its_project_sprint_or_work_item() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "by-project", project_ids=("p",))
     subscribed(index, held, "by-sprint", sprint_ids=("s",))
     subscribed(index, held, "by-item", work_item_ids=("w",))
@@ -35,9 +42,9 @@ def test_an_event_reaches_subscribers_of_its_project_sprint_or_work_item():
     assert set(index.recipients(Scope("x", "", "w"))) == {"by-item"}
 
 
-def test_ids_of_different_kinds_never_match_each_other():
+def test_ids_of_different_kinds_never_match_each_other() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "sprint-x", sprint_ids=("x",))
 
     assert not held["sprint-x"].matches(Scope("x", "", "x"))
@@ -45,21 +52,21 @@ def test_ids_of_different_kinds_never_match_each_other():
     assert set(index.recipients(Scope("other", "x"))) == {"sprint-x"}
 
 
-def test_an_event_without_sprint_or_work_item_matches_only_its_project():
+def test_an_event_without_sprint_or_work_item_matches_only_its_project() -> None:
     held = SubscriptionSet(sprint_ids={"s"}, work_item_ids={"w"})
 
     assert not held.matches(Scope("p"))
     assert SubscriptionSet(project_ids={"p"}).matches(Scope("p"))
 
 
-def test_an_event_for_a_project_nobody_watches_has_no_recipients():
+def test_an_event_for_a_project_nobody_watches_has_no_recipients() -> None:
     index: TenantIndex[str] = TenantIndex()
     subscribed(index, {}, "alice", project_ids=("p",))
 
     assert not index.recipients(Scope("unknown", "s", "w"))
 
 
-def test_count_new_counts_only_ids_not_held_yet_in_their_own_kind():
+def test_count_new_counts_only_ids_not_held_yet_in_their_own_kind() -> None:
     held = SubscriptionSet(project_ids={"p1", "p2"}, sprint_ids={"s1"}, work_item_ids=set())
 
     new = held.count_new(
@@ -71,9 +78,9 @@ def test_count_new_counts_only_ids_not_held_yet_in_their_own_kind():
     assert new == 4  # p3, sprint p1, w1, w2
 
 
-def test_all_three_kinds_count_together_against_the_subscription_limit():
+def test_all_three_kinds_count_together_against_the_subscription_limit() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "alice", project_ids=("p1", "p2"), sprint_ids=("s1",))
     limit = 4
     more = SubscriptionIds(sprint_ids=("s1",), work_item_ids=("w1", "w2"))
@@ -87,9 +94,9 @@ def test_all_three_kinds_count_together_against_the_subscription_limit():
     )
 
 
-def test_adding_ids_already_held_costs_nothing_and_changes_nothing():
+def test_adding_ids_already_held_costs_nothing_and_changes_nothing() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "alice", project_ids=("p",), sprint_ids=("s",))
 
     subscribed(index, held, "alice", project_ids=("p",), sprint_ids=("s",))
@@ -99,9 +106,9 @@ def test_adding_ids_already_held_costs_nothing_and_changes_nothing():
     assert index.by_sprint == {"s": {"alice"}}
 
 
-def test_removing_ids_not_held_is_ignored_and_leaves_others_alone():
+def test_removing_ids_not_held_is_ignored_and_leaves_others_alone() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "alice", project_ids=("p",))
     subscribed(index, held, "bob", project_ids=("p", "q"))
 
@@ -111,9 +118,9 @@ def test_removing_ids_not_held_is_ignored_and_leaves_others_alone():
     assert index.by_project == {"p": {"alice", "bob"}, "q": {"bob"}}
 
 
-def test_removing_the_last_subscriber_of_an_id_drops_the_id_from_the_index():
+def test_removing_the_last_subscriber_of_an_id_drops_the_id_from_the_index() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "alice", project_ids=("p",), work_item_ids=("w",))
     subscribed(index, held, "bob", project_ids=("p",))
 
@@ -124,9 +131,9 @@ def test_removing_the_last_subscriber_of_an_id_drops_the_id_from_the_index():
     assert len(held["alice"]) == 0
 
 
-def test_remove_all_forgets_a_disconnected_subscriber_entirely():
+def test_remove_all_forgets_a_disconnected_subscriber_entirely() -> None:
     index: TenantIndex[str] = TenantIndex()
-    held: dict = {}
+    held: dict[str, SubscriptionSet] = {}
     subscribed(index, held, "alice", project_ids=("p",), sprint_ids=("s",), work_item_ids=("w",))
 
     index.remove_all("alice", held["alice"])
@@ -139,13 +146,16 @@ def test_remove_all_forgets_a_disconnected_subscriber_entirely():
 
 # Property: the index answers exactly what the delivery filter of SPEC §2 says.
 
-SUBSCRIBERS = st.integers(0, 4)
+# (operation, subscriber, ids): ids is None exactly for "remove_all".
+Operation = tuple[str, int, SubscriptionIds] | tuple[str, int, None]
+
+SUBSCRIBERS: st.SearchStrategy[int] = st.integers(0, 4)
 # A tiny alphabet shared by all three kinds, so ids collide within and across kinds.
-IDS = st.lists(st.sampled_from(["a", "b", "c"]), max_size=3).map(
-    lambda ids: tuple(dict.fromkeys(ids))
-)
-SUBSCRIPTION_IDS = st.builds(SubscriptionIds, IDS, IDS, IDS)
-OPERATIONS = st.lists(
+IDS: st.SearchStrategy[tuple[str, ...]] = st.lists(
+    st.sampled_from(["a", "b", "c"]), max_size=3
+).map(lambda ids: tuple(dict.fromkeys(ids)))
+SUBSCRIPTION_IDS: st.SearchStrategy[SubscriptionIds] = st.builds(SubscriptionIds, IDS, IDS, IDS)
+OPERATIONS: st.SearchStrategy[list[Operation]] = st.lists(
     st.one_of(
         st.tuples(st.just("add"), SUBSCRIBERS, SUBSCRIPTION_IDS),
         st.tuples(st.just("add"), SUBSCRIBERS, SUBSCRIPTION_IDS),
@@ -154,7 +164,7 @@ OPERATIONS = st.lists(
     ),
     max_size=12,
 )
-SCOPES = st.builds(
+SCOPES: st.SearchStrategy[Scope] = st.builds(
     Scope,
     st.sampled_from(["a", "b", "c", "z"]),
     st.sampled_from(["", "", "a", "b", "c", "z"]),
@@ -162,7 +172,9 @@ SCOPES = st.builds(
 )
 
 
-def _apply(operations):
+def _apply(
+    operations: list[Operation],
+) -> tuple[TenantIndex[int], dict[int, SubscriptionSet], dict[int, dict[str, set[str]]]]:
     index: TenantIndex[int] = TenantIndex()
     held: dict[int, SubscriptionSet] = {}
     model: dict[int, dict[str, set[str]]] = {}
@@ -170,11 +182,11 @@ def _apply(operations):
         subscription_set = held.setdefault(subscriber, SubscriptionSet())
         sets = model.setdefault(subscriber, {kind: set() for kind in KINDS})
         if operation == "add":
-            index.add(subscriber, subscription_set, ids)
+            index.add(subscriber, subscription_set, cast(SubscriptionIds, ids))
             for kind in KINDS:
                 sets[kind] |= set(getattr(ids, kind))
         elif operation == "remove":
-            index.remove(subscriber, subscription_set, ids)
+            index.remove(subscriber, subscription_set, cast(SubscriptionIds, ids))
             for kind in KINDS:
                 sets[kind] -= set(getattr(ids, kind))
         else:
@@ -187,8 +199,8 @@ def _apply(operations):
 @settings(max_examples=200, deadline=None)
 @given(OPERATIONS, st.lists(SCOPES, min_size=1, max_size=8))
 def test_recipients_are_exactly_the_subscribers_the_delivery_filter_selects_each_once(
-    operations, scopes
-):
+    operations: list[Operation], scopes: list[Scope]
+) -> None:
     index, held, model = _apply(operations)
 
     for scope in scopes:
@@ -207,7 +219,9 @@ def test_recipients_are_exactly_the_subscribers_the_delivery_filter_selects_each
 
 @settings(max_examples=200, deadline=None)
 @given(OPERATIONS, SUBSCRIPTION_IDS)
-def test_index_and_subscription_sets_stay_consistent_and_count_new_is_the_growth(operations, ids):
+def test_index_and_subscription_sets_stay_consistent_and_count_new_is_the_growth(
+    operations: list[Operation], ids: SubscriptionIds
+) -> None:
     index, held, model = _apply(operations)
 
     for kind in KINDS:

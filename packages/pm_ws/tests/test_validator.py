@@ -1,4 +1,5 @@
 import unicodedata
+from typing import Any, TypedDict, Unpack, cast
 
 import pm_proto as pb
 import pytest
@@ -7,6 +8,7 @@ from hypothesis import strategies as st
 from pm_ws.events import StreamPosition
 from pm_ws.exceptions import ProtocolError
 from pm_ws.validator import (
+    ClientRequest,
     CommandRequest,
     PingRequest,
     RefreshTokenRequest,
@@ -28,7 +30,21 @@ REQUEST_TYPES = (
 )
 
 
-def encoded(**fields: object) -> bytes:
+class Payload(TypedDict, total=False):
+    """The oneof payload of a ClientMessage, as keyword arguments."""
+
+    subscribe: pb.Subscribe
+    unsubscribe: pb.Unsubscribe
+    ping: pb.Ping
+    refresh_token: pb.RefreshToken
+    command: pb.Command
+
+
+class ClientMessageFields(Payload, total=False):
+    request_id: str
+
+
+def encoded(**fields: Unpack[ClientMessageFields]) -> bytes:
     return pb.ClientMessage(**fields).SerializeToString()
 
 
@@ -39,10 +55,12 @@ def refusal(data: bytes) -> ProtocolError:
 
 
 def subscribe_with(list_name: str, ids: list[str], request_id: str = "r1") -> bytes:
-    return encoded(request_id=request_id, subscribe=pb.Subscribe(**{list_name: ids}))
+    # The list is named at run time, so its keyword cannot be checked statically.
+    id_list: dict[str, Any] = {list_name: ids}
+    return encoded(request_id=request_id, subscribe=pb.Subscribe(**id_list))
 
 
-def test_subscribe_decodes_to_a_subscribe_request_with_its_ids():
+def test_subscribe_decodes_to_a_subscribe_request_with_its_ids() -> None:
     data = encoded(
         request_id="r1",
         subscribe=pb.Subscribe(project_ids=["p1", "p2"], sprint_ids=["s1"], work_item_ids=["w1"]),
@@ -53,7 +71,7 @@ def test_subscribe_decodes_to_a_subscribe_request_with_its_ids():
     )
 
 
-def test_subscribe_with_resume_from_carries_the_position():
+def test_subscribe_with_resume_from_carries_the_position() -> None:
     data = encoded(
         subscribe=pb.Subscribe(
             project_ids=["p1"], resume_from=pb.StreamPosition(epoch="e1", seq=42)
@@ -66,7 +84,7 @@ def test_subscribe_with_resume_from_carries_the_position():
     assert request.resume_from == StreamPosition(epoch="e1", seq=42)
 
 
-def test_resume_from_the_empty_stream_position_is_accepted():
+def test_resume_from_the_empty_stream_position_is_accepted() -> None:
     data = encoded(
         subscribe=pb.Subscribe(project_ids=["p1"], resume_from=pb.StreamPosition(epoch="e1"))
     )
@@ -77,7 +95,7 @@ def test_resume_from_the_empty_stream_position_is_accepted():
     assert request.resume_from == StreamPosition(epoch="e1", seq=0)
 
 
-def test_unsubscribe_decodes_to_an_unsubscribe_request():
+def test_unsubscribe_decodes_to_an_unsubscribe_request() -> None:
     data = encoded(request_id="r2", unsubscribe=pb.Unsubscribe(sprint_ids=["s1"]))
 
     assert decode_client_message(data) == UnsubscribeRequest(
@@ -86,19 +104,19 @@ def test_unsubscribe_decodes_to_an_unsubscribe_request():
 
 
 @pytest.mark.parametrize("client_time_ms", [0, 1_700_000_000_000, -1, 2**63 - 1, -(2**63)])
-def test_ping_decodes_with_the_client_time_unchanged(client_time_ms):
+def test_ping_decodes_with_the_client_time_unchanged(client_time_ms: int) -> None:
     data = encoded(request_id="r3", ping=pb.Ping(client_time_ms=client_time_ms))
 
     assert decode_client_message(data) == PingRequest("r3", client_time_ms)
 
 
-def test_refresh_token_decodes_to_a_refresh_token_request():
+def test_refresh_token_decodes_to_a_refresh_token_request() -> None:
     data = encoded(request_id="r4", refresh_token=pb.RefreshToken(token="a.b.c"))
 
     assert decode_client_message(data) == RefreshTokenRequest("r4", "a.b.c")
 
 
-def test_command_decodes_with_its_name_and_body_bytes():
+def test_command_decodes_with_its_name_and_body_bytes() -> None:
     data = encoded(request_id="r5", command=pb.Command(name="board.move", body=b"\x00\xff"))
 
     assert decode_client_message(data) == CommandRequest("r5", "board.move", b"\x00\xff")
@@ -116,7 +134,7 @@ def test_command_decodes_with_its_name_and_body_bytes():
     ids=["subscribe", "unsubscribe", "ping", "refresh_token", "command"],
 )
 @pytest.mark.parametrize("request_id", ["", "r", "x" * 64])
-def test_every_request_kind_echoes_its_request_id(payload, request_id):
+def test_every_request_kind_echoes_its_request_id(payload: Payload, request_id: str) -> None:
     request = decode_client_message(encoded(request_id=request_id, **payload))
 
     assert request.request_id == request_id
@@ -124,7 +142,7 @@ def test_every_request_kind_echoes_its_request_id(payload, request_id):
 
 @pytest.mark.parametrize("list_name", ID_LISTS)
 @pytest.mark.parametrize("value", ["a", "x" * 128, "é" * 128, "日本語", "tab\u00a0nbsp", "🙂"])
-def test_ids_of_one_to_128_characters_are_accepted(list_name, value):
+def test_ids_of_one_to_128_characters_are_accepted(list_name: str, value: str) -> None:
     request = decode_client_message(subscribe_with(list_name, [value]))
 
     assert isinstance(request, SubscribeRequest)
@@ -133,7 +151,9 @@ def test_ids_of_one_to_128_characters_are_accepted(list_name, value):
 
 @pytest.mark.parametrize("list_name", ID_LISTS)
 @pytest.mark.parametrize("value", ["", "x" * 129, "é" * 129], ids=["empty", "129", "129-multibyte"])
-def test_ids_of_zero_or_129_characters_are_refused_naming_their_list(list_name, value):
+def test_ids_of_zero_or_129_characters_are_refused_naming_their_list(
+    list_name: str, value: str
+) -> None:
     error = refusal(subscribe_with(list_name, ["fine", value], request_id="r9"))
 
     assert error.code == "INVALID_MESSAGE"
@@ -145,7 +165,7 @@ def test_ids_of_zero_or_129_characters_are_refused_naming_their_list(list_name, 
 @pytest.mark.parametrize(
     "control", ["\x00", "\t", "\n", "\r", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"]
 )
-def test_ids_with_a_control_character_are_refused(list_name, control):
+def test_ids_with_a_control_character_are_refused(list_name: str, control: str) -> None:
     error = refusal(subscribe_with(list_name, [f"a{control}b"]))
 
     assert error.code == "INVALID_MESSAGE"
@@ -153,10 +173,10 @@ def test_ids_with_a_control_character_are_refused(list_name, control):
 
 
 @pytest.mark.parametrize("list_name", ID_LISTS)
-def test_a_list_of_100_ids_is_accepted_and_101_refused(list_name):
+def test_a_list_of_100_ids_is_accepted_and_101_refused(list_name: str) -> None:
     hundred = [f"id{i}" for i in range(100)]
 
-    request = decode_client_message(subscribe_with(list_name, hundred))
+    request = cast(SubscribeRequest, decode_client_message(subscribe_with(list_name, hundred)))
     error = refusal(subscribe_with(list_name, [*hundred, "one-more"]))
 
     assert getattr(request.ids, list_name) == tuple(hundred)
@@ -164,23 +184,25 @@ def test_a_list_of_100_ids_is_accepted_and_101_refused(list_name):
     assert error.field == list_name
 
 
-def test_duplicate_ids_are_removed_keeping_first_occurrence_order():
+def test_duplicate_ids_are_removed_keeping_first_occurrence_order() -> None:
     data = encoded(
         unsubscribe=pb.Unsubscribe(
             project_ids=["b", "a", "b", "c", "a"], work_item_ids=["w", "w", "w"]
         )
     )
 
-    request = decode_client_message(data)
+    request = cast(UnsubscribeRequest, decode_client_message(data))
 
     assert request.ids == SubscriptionIds(project_ids=("b", "a", "c"), work_item_ids=("w",))
     assert len(request.ids) == 4
 
 
-def test_the_same_id_in_different_lists_is_kept_in_each():
+def test_the_same_id_in_different_lists_is_kept_in_each() -> None:
     data = encoded(subscribe=pb.Subscribe(project_ids=["x"], sprint_ids=["x"], work_item_ids=["x"]))
 
-    assert decode_client_message(data).ids == SubscriptionIds(("x",), ("x",), ("x",))
+    assert cast(SubscribeRequest, decode_client_message(data)).ids == SubscriptionIds(
+        ("x",), ("x",), ("x",)
+    )
 
 
 @pytest.mark.parametrize(
@@ -188,7 +210,7 @@ def test_the_same_id_in_different_lists_is_kept_in_each():
     [{"subscribe": pb.Subscribe()}, {"unsubscribe": pb.Unsubscribe()}],
     ids=["subscribe", "unsubscribe"],
 )
-def test_subscribe_or_unsubscribe_naming_no_id_is_refused(payload):
+def test_subscribe_or_unsubscribe_naming_no_id_is_refused(payload: Payload) -> None:
     error = refusal(encoded(request_id="r7", **payload))
 
     assert error.code == "INVALID_MESSAGE"
@@ -196,7 +218,7 @@ def test_subscribe_or_unsubscribe_naming_no_id_is_refused(payload):
     assert error.request_id == "r7"
 
 
-def test_subscribe_with_only_resume_from_is_refused():
+def test_subscribe_with_only_resume_from_is_refused() -> None:
     data = encoded(subscribe=pb.Subscribe(resume_from=pb.StreamPosition(epoch="e", seq=1)))
 
     assert refusal(data).code == "INVALID_MESSAGE"
@@ -205,7 +227,7 @@ def test_subscribe_with_only_resume_from_is_refused():
 @pytest.mark.parametrize(
     "name", ["board.move", "a", "x" * 64, "board_move.v2", "a1", "a.", "a..b", "a_"]
 )
-def test_command_names_matching_the_contract_are_accepted(name):
+def test_command_names_matching_the_contract_are_accepted(name: str) -> None:
     request = decode_client_message(encoded(command=pb.Command(name=name)))
 
     assert request == CommandRequest("", name, b"")
@@ -215,7 +237,7 @@ def test_command_names_matching_the_contract_are_accepted(name):
     "name",
     ["", "Board", "1x", "x" * 65, "a-b", ".a", "_a", "board move", "board.move\n", "é", "ａ"],
 )
-def test_command_names_outside_the_contract_are_refused(name):
+def test_command_names_outside_the_contract_are_refused(name: str) -> None:
     error = refusal(encoded(request_id="rc", command=pb.Command(name=name)))
 
     assert error.code == "INVALID_MESSAGE"
@@ -224,14 +246,14 @@ def test_command_names_outside_the_contract_are_refused(name):
 
 
 @pytest.mark.parametrize("token", ["t", "x" * 8192, "é" * 4096], ids=["1", "8192", "8192-bytes"])
-def test_tokens_up_to_8_kib_are_accepted(token):
+def test_tokens_up_to_8_kib_are_accepted(token: str) -> None:
     assert decode_client_message(encoded(refresh_token=pb.RefreshToken(token=token))) == (
         RefreshTokenRequest("", token)
     )
 
 
 @pytest.mark.parametrize("token", ["", "x" * 8193, "é" * 4097], ids=["empty", "8193", "8194-bytes"])
-def test_tokens_empty_or_over_8_kib_are_refused(token):
+def test_tokens_empty_or_over_8_kib_are_refused(token: str) -> None:
     error = refusal(encoded(request_id="rt", refresh_token=pb.RefreshToken(token=token)))
 
     assert error.code == "INVALID_MESSAGE"
@@ -239,7 +261,7 @@ def test_tokens_empty_or_over_8_kib_are_refused(token):
     assert error.request_id == "rt"
 
 
-def test_a_refused_token_is_not_repeated_in_the_error_message():
+def test_a_refused_token_is_not_repeated_in_the_error_message() -> None:
     token = "eyJhbGciOiJIUzI1NiJ9." + "x" * 9000
 
     error = refusal(encoded(refresh_token=pb.RefreshToken(token=token)))
@@ -248,14 +270,14 @@ def test_a_refused_token_is_not_repeated_in_the_error_message():
     assert "eyJ" not in str(error)
 
 
-def test_a_message_without_payload_is_an_invalid_message():
+def test_a_message_without_payload_is_an_invalid_message() -> None:
     error = refusal(encoded(request_id="r0"))
 
     assert error.code == "INVALID_MESSAGE"
     assert error.request_id == "r0"
 
 
-def test_an_empty_frame_is_an_invalid_message():
+def test_an_empty_frame_is_an_invalid_message() -> None:
     assert refusal(b"").code == "INVALID_MESSAGE"
 
 
@@ -271,7 +293,7 @@ def test_an_empty_frame_is_an_invalid_message():
         b"hello, world",
     ],
 )
-def test_bytes_that_are_not_a_client_message_are_a_decode_error(data):
+def test_bytes_that_are_not_a_client_message_are_a_decode_error(data: bytes) -> None:
     error = refusal(data)
 
     assert error.code == "DECODE_ERROR"
@@ -281,7 +303,7 @@ def test_bytes_that_are_not_a_client_message_are_a_decode_error(data):
 @pytest.mark.parametrize(
     "epoch", ["", "e" * 129, "e\x00", "e\n"], ids=["empty", "129", "nul", "newline"]
 )
-def test_resume_from_epoch_is_validated_like_an_id(epoch):
+def test_resume_from_epoch_is_validated_like_an_id(epoch: str) -> None:
     data = encoded(
         request_id="rr",
         subscribe=pb.Subscribe(project_ids=["p"], resume_from=pb.StreamPosition(epoch=epoch)),
@@ -295,14 +317,16 @@ def test_resume_from_epoch_is_validated_like_an_id(epoch):
 
 
 @pytest.mark.parametrize("request_id", ["x" * 65, "x" * 200, "r\x00", "r\n"])
-def test_request_ids_over_64_characters_or_with_control_characters_are_refused(request_id):
+def test_request_ids_over_64_characters_or_with_control_characters_are_refused(
+    request_id: str,
+) -> None:
     error = refusal(encoded(request_id=request_id, ping=pb.Ping()))
 
     assert error.code == "INVALID_MESSAGE"
     assert error.field == "request_id"
 
 
-def test_check_id_returns_a_valid_id_and_names_the_field_of_an_invalid_one():
+def test_check_id_returns_a_valid_id_and_names_the_field_of_an_invalid_one() -> None:
     assert check_id("p1", "project_id") == "p1"
     with pytest.raises(ProtocolError) as info:
         check_id("", "scope.project_id", request_id="r")
@@ -312,20 +336,20 @@ def test_check_id_returns_a_valid_id_and_names_the_field_of_an_invalid_one():
     assert info.value.request_id == "r"
 
 
-def test_decode_request_id_reads_the_request_id_of_a_valid_frame():
+def test_decode_request_id_reads_the_request_id_of_a_valid_frame() -> None:
     assert decode_request_id(encoded(request_id="abc", ping=pb.Ping())) == "abc"
 
 
-def test_decode_request_id_reads_the_request_id_of_an_invalid_message():
+def test_decode_request_id_reads_the_request_id_of_an_invalid_message() -> None:
     assert decode_request_id(encoded(request_id="abc", subscribe=pb.Subscribe())) == "abc"
 
 
 @pytest.mark.parametrize("data", [b"", b"\xff\xff\xff", b"\x0a\x05ab", b"\x0a\x01\xff"])
-def test_decode_request_id_of_garbage_is_empty(data):
+def test_decode_request_id_of_garbage_is_empty(data: bytes) -> None:
     assert decode_request_id(data) == ""
 
 
-def test_decode_request_id_over_64_characters_is_empty():
+def test_decode_request_id_over_64_characters_is_empty() -> None:
     assert decode_request_id(encoded(request_id="x" * 65, ping=pb.Ping())) == ""
 
 
@@ -349,7 +373,8 @@ def _mangled(data: bytes, cut: int, junk: bytes) -> bytes:
         ),
     )
 )
-def test_arbitrary_bytes_decode_to_a_request_or_raise_only_a_protocol_error(data):
+def test_arbitrary_bytes_decode_to_a_request_or_raise_only_a_protocol_error(data: bytes) -> None:
+    outcome: ClientRequest | ProtocolError
     try:
         outcome = decode_client_message(data)
     except ProtocolError as exc:
@@ -365,7 +390,9 @@ def test_arbitrary_bytes_decode_to_a_request_or_raise_only_a_protocol_error(data
 
 @settings(max_examples=200, deadline=None)
 @given(st.binary(max_size=300))
-def test_decode_request_id_of_arbitrary_bytes_never_raises_and_is_at_most_64_characters(data):
+def test_decode_request_id_of_arbitrary_bytes_never_raises_and_is_at_most_64_characters(
+    data: bytes,
+) -> None:
     assert len(decode_request_id(data)) <= 64
 
 
@@ -405,7 +432,7 @@ _TOKENS = st.one_of(
 
 
 @st.composite
-def client_messages(draw) -> pb.ClientMessage:
+def client_messages(draw: st.DrawFn) -> pb.ClientMessage:
     message = pb.ClientMessage(request_id=draw(_REQUEST_IDS))
     kind = draw(
         st.sampled_from(["subscribe", "unsubscribe", "ping", "refresh_token", "command", None])
@@ -465,7 +492,7 @@ def _invalid_fields(message: pb.ClientMessage) -> set[str]:
     return bad
 
 
-def _expected_request(message: pb.ClientMessage):
+def _expected_request(message: pb.ClientMessage) -> ClientRequest:
     request_id = message.request_id
     kind = message.WhichOneof("payload")
     if kind in ("subscribe", "unsubscribe"):
@@ -484,7 +511,7 @@ def _expected_request(message: pb.ClientMessage):
     return CommandRequest(request_id, message.command.name, message.command.body)
 
 
-def _reencoded(request) -> bytes:
+def _reencoded(request: ClientRequest) -> bytes:
     message = pb.ClientMessage(request_id=request.request_id)
     if isinstance(request, SubscribeRequest | UnsubscribeRequest):
         body = message.subscribe if isinstance(request, SubscribeRequest) else message.unsubscribe
@@ -507,7 +534,9 @@ def _reencoded(request) -> bytes:
 
 @settings(max_examples=200, deadline=None)
 @given(client_messages())
-def test_generated_client_messages_are_validated_as_the_contract_says(message):
+def test_generated_client_messages_are_validated_as_the_contract_says(
+    message: pb.ClientMessage,
+) -> None:
     invalid = _invalid_fields(message)
     data = message.SerializeToString()
 
@@ -528,7 +557,9 @@ def test_generated_client_messages_are_validated_as_the_contract_says(message):
 
 @settings(max_examples=200, deadline=None)
 @given(client_messages())
-def test_decode_request_id_agrees_with_the_request_id_decode_client_message_echoes(message):
+def test_decode_request_id_agrees_with_the_request_id_decode_client_message_echoes(
+    message: pb.ClientMessage,
+) -> None:
     data = message.SerializeToString()
     try:
         echoed = decode_client_message(data).request_id

@@ -31,7 +31,8 @@ def parsed(data: bytes) -> Frame:
         next(parser)
     assert reader.at_eof() is not None
     assert not reader.buffer, "bytes left after the frame"
-    return done.value.value
+    frame: Frame = done.value.value
+    return frame
 
 
 def server_message_of_size(size: int) -> pb.ServerMessage:
@@ -49,7 +50,9 @@ def server_message_of_size(size: int) -> pb.ServerMessage:
 
 
 @pytest.mark.parametrize(("length", "header"), sorted(HEADERS.items()))
-def test_frame_binary_header_is_the_rfc_6455_header_for_the_payload_length(length, header):
+def test_frame_binary_header_is_the_rfc_6455_header_for_the_payload_length(
+    length: int, header: bytes
+) -> None:
     payload = bytes(range(256)) * (length // 256) + bytes(length % 256)
 
     frame = frame_binary(payload)
@@ -59,7 +62,7 @@ def test_frame_binary_header_is_the_rfc_6455_header_for_the_payload_length(lengt
 
 
 @pytest.mark.parametrize(("length", "header"), sorted(HEADERS.items()))
-def test_an_encoded_server_message_decodes_after_its_header(length, header):
+def test_an_encoded_server_message_decodes_after_its_header(length: int, header: bytes) -> None:
     message = server_message_of_size(length)
 
     frame = encode(message)
@@ -70,7 +73,7 @@ def test_an_encoded_server_message_decodes_after_its_header(length, header):
 
 
 @pytest.mark.parametrize("length", sorted(HEADERS))
-def test_a_websocket_client_reads_the_frame_as_one_final_binary_message(length):
+def test_a_websocket_client_reads_the_frame_as_one_final_binary_message(length: int) -> None:
     message = server_message_of_size(length)
 
     frame = parsed(encode(message))
@@ -80,12 +83,12 @@ def test_a_websocket_client_reads_the_frame_as_one_final_binary_message(length):
     assert not frame.rsv1
     assert not frame.rsv2
     assert not frame.rsv3
-    assert pb.ServerMessage.FromString(frame.data) == message
+    assert pb.ServerMessage.FromString(bytes(frame.data)) == message
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.integers(0, 70_000), st.binary(min_size=1, max_size=1))
-def test_frames_of_any_length_parse_back_to_their_payload(length, fill):
+def test_frames_of_any_length_parse_back_to_their_payload(length: int, fill: bytes) -> None:
     payload = fill * length
 
     frame = parsed(frame_binary(payload))
@@ -94,11 +97,11 @@ def test_frames_of_any_length_parse_back_to_their_payload(length, fill):
     assert frame.data == payload
 
 
-def test_the_same_payload_frames_to_the_same_bytes_for_every_recipient():
+def test_the_same_payload_frames_to_the_same_bytes_for_every_recipient() -> None:
     assert frame_binary(b"event") == frame_binary(b"event")
 
 
-def test_ping_frame_is_an_empty_final_ping():
+def test_ping_frame_is_an_empty_final_ping() -> None:
     frame = parsed(ping_frame())
 
     assert frame.opcode == Opcode.PING
@@ -106,10 +109,10 @@ def test_ping_frame_is_an_empty_final_ping():
     assert frame.data == b""
 
 
-def test_error_frame_without_field_carries_code_message_and_request_id_and_no_field():
+def test_error_frame_without_field_carries_code_message_and_request_id_and_no_field() -> None:
     frame = parsed(error_frame("r1", "DECODE_ERROR", "frame is not a pm.v1.ClientMessage"))
 
-    message = pb.ServerMessage.FromString(frame.data)
+    message = pb.ServerMessage.FromString(bytes(frame.data))
 
     assert message.request_id == "r1"
     assert message.WhichOneof("payload") == "error"
@@ -118,10 +121,10 @@ def test_error_frame_without_field_carries_code_message_and_request_id_and_no_fi
     assert not message.error.HasField("field")
 
 
-def test_error_frame_with_field_carries_the_field():
+def test_error_frame_with_field_carries_the_field() -> None:
     frame = parsed(error_frame("r2", "INVALID_MESSAGE", "bad id", "project_ids"))
 
-    message = pb.ServerMessage.FromString(frame.data)
+    message = pb.ServerMessage.FromString(bytes(frame.data))
 
     assert message.request_id == "r2"
     assert message.error.code == "INVALID_MESSAGE"
@@ -129,7 +132,7 @@ def test_error_frame_with_field_carries_the_field():
     assert message.error.field == "project_ids"
 
 
-def test_event_frame_carries_every_public_field_of_the_event():
+def test_event_frame_carries_every_public_field_of_the_event() -> None:
     event = Event(
         tenant_id=TenantId("t1"),
         event_id="ev-1",
@@ -142,7 +145,7 @@ def test_event_frame_carries_every_public_field_of_the_event():
         published_at_ns=123,
     )
 
-    message = pb.ServerMessage.FromString(parsed(event_frame(event)).data)
+    message = pb.ServerMessage.FromString(bytes(parsed(event_frame(event)).data))
 
     assert message.request_id == ""
     assert message.event == pb.Event(

@@ -11,8 +11,15 @@ from importlib.metadata import PackageNotFoundError, version
 
 from aiohttp import web
 from pm_auth import JwtValidator, TenantContext
-from pm_ws import Gateway, GatewayLimits, GatewayMetrics, GatewayOptions, TenantCheck
-from pm_ws.broker_url import open_broker
+from pm_ws import (
+    BrokerUnavailable,
+    Gateway,
+    GatewayLimits,
+    GatewayMetrics,
+    GatewayOptions,
+    TenantCheck,
+    open_broker,
+)
 from prometheus_client import CollectorRegistry
 
 from pm_server import api, probes
@@ -148,7 +155,12 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout_secs + 5,
     )
-    await runner.setup()
+    try:
+        await runner.setup()
+    except BrokerUnavailable:
+        logger.error("the event broker is unreachable at start-up; exiting")
+        await runner.cleanup()
+        return 1
     site = web.TCPSite(
         runner, settings.bind_host, settings.bind_port, reuse_port=reuse_port or None
     )

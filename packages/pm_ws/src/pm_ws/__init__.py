@@ -15,6 +15,7 @@ from pm_ws.broker import (
     HistoryRead,
     PublishResult,
 )
+from pm_ws.broker_url import open_broker
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandHandler, CommandRouter
 from pm_ws.events import (
@@ -37,7 +38,9 @@ from pm_ws.exceptions import (
 from pm_ws.gateway import Gateway, GatewayOptions, TenantCheck
 from pm_ws.limits import GatewayLimits
 from pm_ws.log_context import ConnectionLogContext, connection_log_context
+from pm_ws.memory_broker import MemoryBroker
 from pm_ws.metrics import GatewayMetrics
+from pm_ws.redis_broker import RedisBroker
 from pm_ws.registry import ConnectionInfo, ConnectionRegistry
 from pm_ws.session import Session, SessionState
 from pm_ws.shutdown import ShutdownCoordinator, ShutdownState
@@ -67,9 +70,11 @@ __all__ = [
     "GatewayOptions",
     "HistoryRead",
     "LimitExceeded",
+    "MemoryBroker",
     "PmWsError",
     "ProtocolError",
     "PublishResult",
+    "RedisBroker",
     "Scope",
     "Session",
     "SessionState",
@@ -84,4 +89,5 @@ __all__ = [
     "close_codes",
     "connection_log_context",
     "decode_client_message",
+    "open_broker",
 ]

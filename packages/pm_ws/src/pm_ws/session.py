@@ -92,6 +92,29 @@ class Session:
     operator) by calling `close`, which asks the adapter to close the socket.
     """
 
+    __slots__ = (
+        "__weakref__",
+        "_expiry_timer",
+        "_last_position",
+        "_loop",
+        "_ping_timer",
+        "_pong_timer",
+        "_rate_limiter",
+        "_replay_buffer",
+        "_violations",
+        "close_reason",
+        "connected_at",
+        "connection_id",
+        "context",
+        "finished",
+        "outbox",
+        "remote",
+        "services",
+        "socket",
+        "state",
+        "subscriptions",
+    )
+
     def __init__(
         self,
         *,

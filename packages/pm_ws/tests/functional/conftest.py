@@ -14,10 +14,6 @@ import pm_proto as pb
 import pytest
 from aiohttp import web
 from pm_auth import JwtValidator
-from prometheus_client import CollectorRegistry
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
 from pm_ws import (
     EventDraft,
     Gateway,
@@ -28,6 +24,9 @@ from pm_ws import (
     TenantId,
 )
 from pm_ws.memory_broker import MemoryBroker
+from prometheus_client import CollectorRegistry
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
 
 SECRET = "functional-test-secret-of-at-least-32-bytes"
 TIMEOUT = 5.0
@@ -94,12 +93,14 @@ class Client:
     async def closed(self) -> tuple[int, list[pb.ServerMessage]]:
         """Read until the server closes; returns the close code and what came before it."""
         seen: list[pb.ServerMessage] = []
-        try:
-            while True:
+        while True:
+            try:
                 seen.append(await self.recv())
-        except ConnectionClosed as exc:
-            assert exc.rcvd is not None, "closed without a close frame"
-            return exc.rcvd.code, seen
+            except ConnectionClosed as exc:
+                received = exc.rcvd
+                break
+        assert received is not None, "closed without a close frame"
+        return received.code, seen
 
 
 @dataclass

@@ -9,7 +9,6 @@ from typing import Any
 import aiohttp
 import pm_proto as pb
 import pytest
-
 from pm_ws import DisconnectRequest, GatewayLimits, ProtocolError, TenantId
 
 pytestmark = pytest.mark.asyncio
@@ -36,7 +35,9 @@ async def test_welcome_comes_first_and_describes_the_connection(harness: Harness
 
 async def test_ping_is_answered_with_pong_echoing_request_id(harness: Harness) -> None:
     client = await harness.connect_welcomed()
-    answer = await client.request(pb.ClientMessage(request_id="x1", ping=pb.Ping(client_time_ms=42)))
+    answer = await client.request(
+        pb.ClientMessage(request_id="x1", ping=pb.Ping(client_time_ms=42))
+    )
     assert answer.request_id == "x1"
     assert answer.pong.client_time_ms == 42
     assert answer.pong.server_time_ms > 0
@@ -163,7 +164,7 @@ async def _publish_many(harness: Harness, count: int) -> None:
 
 
 async def _epoch(harness: Harness) -> str:
-    return (await harness.broker.position(TenantId("t1"))).epoch
+    return str((await harness.broker.position(TenantId("t1"))).epoch)
 
 
 async def test_a_slow_client_is_closed_and_others_get_everything(
@@ -251,9 +252,7 @@ async def test_refresh_token_extends_the_connection(harness: Harness) -> None:
     client = await harness.connect(harness.token(expires_in=60))
     welcome = (await client.recv_kind("welcome")).welcome
     later = harness.token(expires_in=7200)
-    answer = await client.request(
-        pb.ClientMessage(refresh_token=pb.RefreshToken(token=later))
-    )
+    answer = await client.request(pb.ClientMessage(refresh_token=pb.RefreshToken(token=later)))
     assert answer.WhichOneof("payload") == "ack"
     session = harness.gateway.registry.get(welcome.connection_id)
     assert session is not None
@@ -262,7 +261,9 @@ async def test_refresh_token_extends_the_connection(harness: Harness) -> None:
 
 async def test_refresh_for_another_user_closes_with_4003(harness: Harness) -> None:
     client = await harness.connect_welcomed(harness.token(user="alice"))
-    await client.send(pb.ClientMessage(refresh_token=pb.RefreshToken(token=harness.token(user="bob"))))
+    await client.send(
+        pb.ClientMessage(refresh_token=pb.RefreshToken(token=harness.token(user="bob")))
+    )
     code, seen = await client.closed()
     assert code == 4003
     assert seen[-1].closing.code == "IDENTITY_CHANGED"
@@ -317,7 +318,9 @@ async def test_ten_violations_in_a_row_close_with_1008(harness: Harness) -> None
         await client.ws.send(b"\xff")
     code, seen = await client.closed()
     assert code == 1008
-    assert [m.error.code for m in seen if m.WhichOneof("payload") == "error"] == ["DECODE_ERROR"] * 10
+    assert [m.error.code for m in seen if m.WhichOneof("payload") == "error"] == [
+        "DECODE_ERROR"
+    ] * 10
 
 
 async def test_a_frame_of_exactly_the_limit_is_served_and_a_larger_one_closes_1009(
@@ -392,7 +395,9 @@ async def test_commands_reach_registered_handlers_and_failures_leak_nothing(
     harness.gateway.commands.register("board.refuses", refuses)
     client = await harness.connect_welcomed()
 
-    answer = await client.request(pb.ClientMessage(command=pb.Command(name="board.echo", body=b"abc")))
+    answer = await client.request(
+        pb.ClientMessage(command=pb.Command(name="board.echo", body=b"abc"))
+    )
     assert answer.command_result.body == b"cba"
     answer = await client.request(pb.ClientMessage(command=pb.Command(name="board.broken")))
     assert answer.error.code == "INTERNAL_ERROR"
@@ -428,7 +433,11 @@ async def test_refusals_are_http_with_json_bodies(make_harness: HarnessFactory) 
         ({"Authorization": "Basic abc"}, 401, "INVALID_AUTH_SCHEME"),
         ({"Authorization": "Bearer not.a.jwt"}, 401, None),
         ({"Authorization": f"Bearer {harness.token(expires_in=-3600)}"}, 401, "TOKEN_EXPIRED"),
-        ({"Authorization": f"Bearer {harness.token('acme')}", "Origin": "https://evil.example"}, 403, "ORIGIN_NOT_ALLOWED"),
+        (
+            {"Authorization": f"Bearer {harness.token('acme')}", "Origin": "https://evil.example"},
+            403,
+            "ORIGIN_NOT_ALLOWED",
+        ),
         ({"Authorization": f"Bearer {harness.token('other')}"}, 403, "TENANT_NOT_ALLOWED"),
     ]
     async with aiohttp.ClientSession() as session:
