@@ -66,10 +66,12 @@ def require_key(key: str | None, handler: Handler) -> Handler:
 async def _read_body(request: web.Request, limit: int) -> bytes | web.Response:
     if request.content_length is not None and request.content_length > limit:
         return error(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {limit} bytes")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        return error(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {limit} bytes")
-    return body
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            return error(413, "PAYLOAD_TOO_LARGE", f"the body exceeds {limit} bytes")
+    return bytes(body)
 
 
 async def publish(request: web.Request) -> web.StreamResponse:

@@ -168,6 +168,9 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     for address in runner.addresses:
         logger.info("listening on %s", _format_address(address))
     await stop.wait()
+    # Drain while still listening, so that /ready and new upgrades answer 503 meanwhile
+    # (aiohttp's cleanup closes the listener before its on_shutdown hooks run).
+    await gateway.drain()
     await runner.cleanup()
     logger.info("Graceful shutdown complete")
     return 0

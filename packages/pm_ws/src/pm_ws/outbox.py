@@ -124,6 +124,17 @@ class Outbox:
             self._scheduler.schedule(self)
         return True
 
+    def write_now(self, frames: list[bytes]) -> None:
+        """Queue `frames` beyond the capacity and write everything queued at once.
+
+        For a resume's replay, which history bounds (`HISTORY_SIZE` events), not the
+        send queue: a fast client resuming a long gap must not look slow.
+        """
+        if self._closed:
+            return
+        self._frames.extend(frames)
+        self.flush(force=True)
+
     def flush(self, *, force: bool = False) -> None:
         """Write every queued frame in one transport write, unless the peer is not reading.
 

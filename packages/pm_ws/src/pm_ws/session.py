@@ -95,12 +95,13 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_expiry_timer",
-        "_last_position",
+        "_position",
         "_loop",
         "_ping_timer",
         "_pong_timer",
         "_rate_limiter",
         "_replay_buffer",
+        "_sent",
         "_violations",
         "close_reason",
         "connected_at",
@@ -141,7 +142,8 @@ class Session:
         self.finished = asyncio.Event()
         self._loop = loop
         self._violations = 0
-        self._last_position: StreamPosition | None = None
+        self._position: StreamPosition | None = None
+        self._sent: StreamPosition | None = None
         self._replay_buffer: list[tuple[Event, bytes]] | None = None
         self._expiry_timer: asyncio.TimerHandle | None = None
         self._ping_timer: asyncio.TimerHandle | None = None
@@ -174,7 +176,7 @@ class Session:
     def start(self, position: StreamPosition) -> None:
         """Send `Welcome` and arm the expiry and heartbeat timers."""
         limits = self.services.limits
-        self._last_position = position
+        self._position = position
         self._send(
             pb.ServerMessage(
                 welcome=pb.Welcome(
@@ -238,8 +240,8 @@ class Session:
         events wait in a buffer so that none overtakes the replayed ones.
         """
         position = event.position
-        last = self._last_position
-        if last is not None and last.epoch == position.epoch and position.seq <= last.seq:
+        sent = self._sent
+        if sent is not None and sent.epoch == position.epoch and position.seq <= sent.seq:
             return
         if self._replay_buffer is not None:
             if len(self._replay_buffer) >= self.services.limits.send_queue_size:
@@ -248,7 +250,7 @@ class Session:
                 return
             self._replay_buffer.append((event, frame))
             return
-        self._last_position = position
+        self._sent = self._position = position
         self.outbox.push(frame)
 
     def lagged(self) -> None:
@@ -356,6 +358,7 @@ class Session:
             broadcaster.subscribe(self, request.ids)
             self._ack(request.request_id)
             return
+        held_before = self.subscriptions.copy()
         # Live events that arrive while history is read wait in the buffer, so the
         # replay comes first and nothing is sent twice.
         self._replay_buffer = []
@@ -368,15 +371,28 @@ class Session:
             return
         buffered, self._replay_buffer = self._replay_buffer or [], None
         recovered = history is not None and history.complete
+        replay: list[Event] = []
+        sent = self._sent
+        for event in history.events if history is not None else ():
+            if not self.subscriptions.matches(event.scope):
+                continue
+            if sent is not None and sent.epoch == event.position.epoch:
+                if event.position.seq <= sent.seq:
+                    # Already past it on this connection: sending it now would break seq
+                    # order. If it was only wanted by the new ids, it is lost to them.
+                    recovered = recovered and held_before.matches(event.scope)
+                    continue
+            replay.append(event)
         self.services.metrics.history_replays.labels(str(recovered).lower()).inc()
-        replay = [] if history is None else [e for e in history.events if self._wants(e)]
-        position = history.position if history is not None else self._last_position
-        self._ack(request.request_id, recovered=recovered, replayed=len(replay), position=position)
-        for event in replay:
-            self._last_position = event.position
-            self.outbox.push(event_frame(event))
         if history is not None:
-            self._advance(history.position)
+            self._position = history.position
+        self._ack(
+            request.request_id, recovered=recovered, replayed=len(replay), position=self._position
+        )
+        if replay:
+            # A replay is bounded by the history size, not the send queue: written at once.
+            self.outbox.write_now([event_frame(event) for event in replay])
+            self._sent = replay[-1].position
         for event, frame in buffered:
             self.push_event(event, frame)
 
@@ -387,19 +403,17 @@ class Session:
             self._send_error(request.request_id, exc.code, exc.message, exc.field)
             return
         if claims.sub != self.context.user_id or claims.tenant_id != self.context.tenant_id:
+            self._send_error(
+                request.request_id,
+                "INVALID_CLAIM",
+                "the new token is for another user or tenant",
+                "sub" if claims.sub != self.context.user_id else "tenant_id",
+            )
             self.close(close_codes.IDENTITY_CHANGED, "the new token is for another user or tenant")
             return
         self.context = TenantContext.from_claims(claims)
         self._arm_expiry()
         self._ack(request.request_id)
-
-    def _wants(self, event: Event) -> bool:
-        return self.subscriptions.matches(event.scope)
-
-    def _advance(self, position: StreamPosition) -> None:
-        last = self._last_position
-        if last is None or last.epoch != position.epoch or position.seq > last.seq:
-            self._last_position = position
 
     def _ack(
         self,
@@ -410,7 +424,7 @@ class Session:
         position: StreamPosition | None = None,
     ) -> None:
         if position is None:
-            position = self.services.broadcaster.position(self.tenant_id) or self._last_position
+            position = self.services.broadcaster.position(self.tenant_id) or self._position
         ack = pb.Ack(recovered=recovered, replayed=replayed)
         if position is not None:
             ack.position.CopyFrom(position_message(position))

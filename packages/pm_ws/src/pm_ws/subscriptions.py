@@ -26,6 +26,10 @@ class SubscriptionSet:
     def __len__(self) -> int:
         return len(self.project_ids) + len(self.sprint_ids) + len(self.work_item_ids)
 
+    def copy(self) -> SubscriptionSet:
+        """An independent copy: what was held before a change."""
+        return SubscriptionSet(set(self.project_ids), set(self.sprint_ids), set(self.work_item_ids))
+
     def count_new(self, ids: SubscriptionIds) -> int:
         """How many of `ids` this set doesn't hold yet: what adding them would cost."""
         return (
