@@ -95,10 +95,10 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_expiry_timer",
-        "_position",
         "_loop",
         "_ping_timer",
         "_pong_timer",
+        "_position",
         "_rate_limiter",
         "_replay_buffer",
         "_sent",
@@ -376,12 +376,12 @@ class Session:
         for event in history.events if history is not None else ():
             if not self.subscriptions.matches(event.scope):
                 continue
-            if sent is not None and sent.epoch == event.position.epoch:
-                if event.position.seq <= sent.seq:
-                    # Already past it on this connection: sending it now would break seq
-                    # order. If it was only wanted by the new ids, it is lost to them.
-                    recovered = recovered and held_before.matches(event.scope)
-                    continue
+            position = event.position
+            if sent is not None and sent.epoch == position.epoch and position.seq <= sent.seq:
+                # Already past it on this connection: sending it now would break seq
+                # order. If it was only wanted by the new ids, it is lost to them.
+                recovered = recovered and held_before.matches(event.scope)
+                continue
             replay.append(event)
         self.services.metrics.history_replays.labels(str(recovered).lower()).inc()
         if history is not None:
