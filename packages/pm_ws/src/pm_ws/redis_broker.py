@@ -224,6 +224,7 @@ class RedisBroker:
         self._unconfirmed: dict[bytes, int] = {}
         self._pubsub: PubSubLink | None = None
         self._connected = asyncio.Event()
+        self._failures = 0
         self._catch_up_slots = asyncio.Semaphore(_CATCH_UP_CONCURRENCY)
         self._reader: asyncio.Task[None] | None = None
         self._closed = False
@@ -480,7 +481,6 @@ class RedisBroker:
 
     async def _listen_forever(self) -> None:
         """Keep one pub/sub connection subscribed to every feed's channel, reconnecting forever."""
-        failures = 0
         while True:
             link = self._link.pubsub()
             cause: BaseException | None = None
@@ -491,9 +491,6 @@ class RedisBroker:
                     await link.unsubscribe(channel)  # its last sink left while connecting
                 self._pubsub = link
                 self._connected.set()
-                if failures:
-                    _LOG.info("redis subscription re-established; catching up from history")
-                failures = 0
                 for feed in list(self._feeds.values()):
                     self._start_catch_up(feed)
                 await self._pump(link)
@@ -507,14 +504,14 @@ class RedisBroker:
                 for feed in self._feeds.values():
                     feed.listening.clear()
                 await link.close()
-            failures += 1
-            delay = self._backoff(failures)
+            self._failures += 1
+            delay = self._backoff(self._failures)
             _LOG.log(
-                logging.WARNING if failures == 1 else logging.DEBUG,
+                logging.WARNING if self._failures == 1 else logging.DEBUG,
                 "redis subscription down (%s); reconnecting in %.2fs (attempt %d)",
                 cause,
                 delay,
-                failures,
+                self._failures,
             )
             await asyncio.sleep(delay)
 
@@ -530,6 +527,11 @@ class RedisBroker:
                 await link.ping()
                 continue
             pinged = False
+            if self._failures and (message.kind == "subscribe" or not self._unconfirmed):
+                # Only a confirmed SUBSCRIBE proves the connection works: one that Redis
+                # refuses (ACL) must keep backing off, not count as a recovery.
+                _LOG.info("redis subscription re-established; catching up from history")
+                self._failures = 0
             self._dispatch(message)
 
     def _dispatch(self, message: ChannelMessage) -> None:
@@ -563,7 +565,7 @@ class RedisBroker:
     def _backoff(self, failures: int) -> float:
         low, high = self._backoff_range
         ceiling = min(high, low * 2.0 ** min(failures - 1, 32))
-        return max(low, ceiling * self._random.uniform(0.5, 1.0))
+        return ceiling * self._random.uniform(0.5, 1.0)
 
 
 def _malformed(what: str, reply: Any) -> BrokerUnavailable:
