@@ -29,7 +29,7 @@ from pm_ws.broadcaster import Broadcaster
 from pm_ws.broker import Broker, DisconnectRequest, PublishResult
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandRouter
-from pm_ws.events import ConnectionId, EventDraft, TenantId, UserId
+from pm_ws.events import ConnectionId, EventDraft, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, LimitExceeded
 from pm_ws.limits import GatewayLimits
 from pm_ws.log_context import ConnectionLogContext, connection_log_context
@@ -258,7 +258,6 @@ class Gateway:
             )
             if not ws.can_prepare(request).ok:
                 return self._refuse(400, "INVALID_MESSAGE", "expected a WebSocket upgrade", "bad")
-            await ws.prepare(request)
             transport = request.transport
             if transport is None:
                 return ws
@@ -284,18 +283,26 @@ class Gateway:
                 loop=loop,
             )
             reservation.attach(session)
-            await self._serve(ws, session)
+            # Joining the tenant's stream before the handshake: with the broker down the
+            # client gets an HTTP 503 it can retry, not an upgrade closed at once.
+            try:
+                position = await self.broadcaster.join(session)
+            except BrokerUnavailable:
+                return self._refuse(
+                    503, "BROKER_UNAVAILABLE", "event broker unavailable", "broker_unavailable"
+                )
+            try:
+                await ws.prepare(request)
+            except (ConnectionError, asyncio.CancelledError):
+                await self.broadcaster.leave(session)
+                raise
+            await self._serve(ws, session, position)
         return ws
 
-    async def _serve(self, ws: web.WebSocketResponse, session: Session) -> None:
+    async def _serve(
+        self, ws: web.WebSocketResponse, session: Session, position: StreamPosition
+    ) -> None:
         metrics = self.metrics
-        try:
-            position = await self.broadcaster.join(session)
-        except BrokerUnavailable:
-            metrics.connections_refused.labels("broker_unavailable").inc()
-            await ws.close(code=close_codes.INTERNAL_ERROR.code, message=b"BROKER_UNAVAILABLE")
-            session.closed()
-            return
         metrics.connection_opened(session.tenant_id)
         logger.info("connection opened from %s", session.remote)
         try:
