@@ -768,7 +768,7 @@ async def test_closed_sets_finished_and_cancels_every_timer(conn: Connection) ->
 
     session.closed()
 
-    assert session.finished.is_set()
+    assert session.finished
     assert session.state is SessionState.CLOSED
     assert all(timer is not None and timer.cancelled() for timer in timers)
 

@@ -127,7 +127,7 @@ async def test_drain_runs_at_most_concurrency_closing_handshakes_at_once() -> No
         draining = asyncio.ensure_future(coordinator.drain())
         for _ in conns:
             await wait_for_condition(outstanding.changed, lambda: outstanding.now > 0)
-            closing = next(c for c in conns if c.closed_with and not c.session.finished.is_set())
+            closing = next(c for c in conns if c.closed_with and not c.session.finished)
             closing.session.closed()
             outstanding.now -= 1
         cut = await asyncio.wait_for(draining, WAIT_SECS)

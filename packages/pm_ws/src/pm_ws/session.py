@@ -95,6 +95,8 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_expiry_timer",
+        "_finished",
+        "_finished_waiter",
         "_loop",
         "_ping_timer",
         "_pong_timer",
@@ -107,7 +109,6 @@ class Session:
         "connected_at",
         "connection_id",
         "context",
-        "finished",
         "outbox",
         "remote",
         "services",
@@ -139,7 +140,8 @@ class Session:
         self.outbox = outbox(self)
         self._rate_limiter = rate_limiter
         self.socket = socket
-        self.finished = asyncio.Event()
+        self._finished = False
+        self._finished_waiter: asyncio.Future[None] | None = None
         self._loop = loop
         self._violations = 0
         self._position: StreamPosition | None = None
@@ -172,6 +174,23 @@ class Session:
             work_item_ids=tuple(sorted(self.subscriptions.work_item_ids)),
             queue_depth=len(self.outbox),
         )
+
+    @property
+    def finished(self) -> bool:
+        """Whether the socket is gone and everything of the connection released."""
+        return self._finished
+
+    async def wait_finished(self) -> None:
+        """Wait until `finished`, as the drain does.
+
+        The future is made only when asked for: an idle connection holds no
+        waiting machinery.
+        """
+        if self._finished:
+            return
+        if self._finished_waiter is None:
+            self._finished_waiter = self._loop.create_future()
+        await asyncio.shield(self._finished_waiter)
 
     def start(self, position: StreamPosition) -> None:
         """Send `Welcome` and arm the expiry and heartbeat timers."""
@@ -309,7 +328,9 @@ class Session:
         self._cancel_timers()
         self._replay_buffer = None
         self.outbox.close(flush=False)
-        self.finished.set()
+        self._finished = True
+        if self._finished_waiter is not None and not self._finished_waiter.done():
+            self._finished_waiter.set_result(None)
 
     async def _dispatch(self, request: ClientRequest) -> None:
         match request:

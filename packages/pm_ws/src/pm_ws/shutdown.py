@@ -82,7 +82,7 @@ class ShutdownCoordinator:
                     "the server is shutting down; reconnect and resume",
                     reconnect_after_ms=self._rng.randint(low, high),
                 )
-                await session.finished.wait()
+                await session.wait_finished()
 
         sessions = list(sessions)
         tasks = [asyncio.ensure_future(say_goodbye(s)) for s in sessions]
@@ -90,7 +90,7 @@ class ShutdownCoordinator:
             await asyncio.wait(tasks, timeout=self._timeout)
         for task in tasks:
             task.cancel()
-        cut = [s for s in sessions if not s.finished.is_set()]
+        cut = [s for s in sessions if not s.finished]
         for session in cut:
             session.socket.abort()
         if cut:

@@ -2,26 +2,38 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Set
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Final, Generic, Literal, TypeVar
 
 from pm_ws.events import Scope
 from pm_ws.validator import SubscriptionIds
 
 S = TypeVar("S")
+_Kind = Literal["project_ids", "sprint_ids", "work_item_ids"]
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 @dataclass(slots=True)
 class SubscriptionSet:
     """The project, sprint and work-item ids one connection holds.
 
-    The three kinds count together against the connection's limit.
+    The three kinds count together against the connection's limit. A kind
+    holds a shared empty set until its first id arrives: most connections
+    never use all three, and thousands of idle ones add up.
     """
 
-    project_ids: set[str] = field(default_factory=set)
-    sprint_ids: set[str] = field(default_factory=set)
-    work_item_ids: set[str] = field(default_factory=set)
+    project_ids: Set[str] = _NONE
+    sprint_ids: Set[str] = _NONE
+    work_item_ids: Set[str] = _NONE
+
+    def _mutable(self, kind: _Kind) -> set[str]:
+        current: Set[str] = getattr(self, kind)
+        if isinstance(current, set):
+            return current
+        fresh = set(current)
+        setattr(self, kind, fresh)
+        return fresh
 
     def __len__(self) -> int:
         return len(self.project_ids) + len(self.sprint_ids) + len(self.work_item_ids)
@@ -61,15 +73,15 @@ class TenantIndex(Generic[S]):
 
     def add(self, subscriber: S, held: SubscriptionSet, ids: SubscriptionIds) -> None:
         """Subscribe `subscriber` to `ids`, recording them in its `held` set too."""
-        _add(self.by_project, held.project_ids, ids.project_ids, subscriber)
-        _add(self.by_sprint, held.sprint_ids, ids.sprint_ids, subscriber)
-        _add(self.by_work_item, held.work_item_ids, ids.work_item_ids, subscriber)
+        _add(self.by_project, held, "project_ids", ids.project_ids, subscriber)
+        _add(self.by_sprint, held, "sprint_ids", ids.sprint_ids, subscriber)
+        _add(self.by_work_item, held, "work_item_ids", ids.work_item_ids, subscriber)
 
     def remove(self, subscriber: S, held: SubscriptionSet, ids: SubscriptionIds) -> None:
         """Unsubscribe `subscriber` from `ids`; ids it doesn't hold are ignored."""
-        _remove(self.by_project, held.project_ids, ids.project_ids, subscriber)
-        _remove(self.by_sprint, held.sprint_ids, ids.sprint_ids, subscriber)
-        _remove(self.by_work_item, held.work_item_ids, ids.work_item_ids, subscriber)
+        _remove(self.by_project, held, "project_ids", ids.project_ids, subscriber)
+        _remove(self.by_sprint, held, "sprint_ids", ids.sprint_ids, subscriber)
+        _remove(self.by_work_item, held, "work_item_ids", ids.work_item_ids, subscriber)
 
     def remove_all(self, subscriber: S, held: SubscriptionSet) -> None:
         """Drop every subscription of `subscriber` (it disconnected)."""
@@ -101,17 +113,28 @@ class TenantIndex(Generic[S]):
         return bool(self.by_project or self.by_sprint or self.by_work_item)
 
 
-def _add(index: dict[str, set[S]], held: set[str], ids: Iterable[str], subscriber: S) -> None:
-    for key in ids:
-        held.add(key)
+def _add(
+    index: dict[str, set[S]], held: SubscriptionSet, kind: _Kind, ids: Iterable[str], subscriber: S
+) -> None:
+    keys = tuple(ids)
+    if not keys:
+        return
+    mine = held._mutable(kind)
+    for key in keys:
+        mine.add(key)
         index.setdefault(key, set()).add(subscriber)
 
 
-def _remove(index: dict[str, set[S]], held: set[str], ids: Iterable[str], subscriber: S) -> None:
+def _remove(
+    index: dict[str, set[S]], held: SubscriptionSet, kind: _Kind, ids: Iterable[str], subscriber: S
+) -> None:
+    if not getattr(held, kind):
+        return
+    mine = held._mutable(kind)
     for key in ids:
-        if key not in held:
+        if key not in mine:
             continue
-        held.discard(key)
+        mine.discard(key)
         members = index.get(key)
         if members is not None:
             members.discard(subscriber)

@@ -183,7 +183,7 @@ async def test_a_slow_client_is_closed_and_others_get_everything(
     for _ in range(300):  # in lockstep with the healthy reader, which keeps up
         await harness.publish("p1", payload=payload)
         received += await healthy.events(1)
-    await asyncio.wait_for(session.finished.wait(), TIMEOUT)
+    await asyncio.wait_for(session.wait_finished(), TIMEOUT)
     assert [e.position.seq for e in received] == list(range(1, 301))
     assert session.close_reason is not None
     assert session.close_reason.code == 4008
@@ -229,7 +229,7 @@ async def test_heartbeat_closes_a_peer_that_never_answers_pings(
 
 async def _wait_until_empty(harness: Harness) -> None:
     sessions = list(harness.gateway.registry)
-    await asyncio.wait_for(asyncio.gather(*(s.finished.wait() for s in sessions)), TIMEOUT)
+    await asyncio.wait_for(asyncio.gather(*(s.wait_finished() for s in sessions)), TIMEOUT)
     # The registry releases the slot right after `finished`, in the same handler.
     for _ in range(100):
         if harness.gateway.registry.reserved == 0:
