@@ -165,7 +165,10 @@ def listen_main(argv: Sequence[str] | None = None) -> None:
 async def _listen(args: argparse.Namespace, token: str) -> int:
     task = asyncio.current_task()
     if task is not None:
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        # Installed even where SIGINT was inherited as ignored (a script's `&` job).
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
 
     async def provider() -> str:
         return token
