@@ -1,5 +1,6 @@
 """Taking the bearer token out of a WebSocket upgrade request's headers or subprotocols."""
 
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -22,6 +23,7 @@ BEARER_SUBPROTOCOL_PREFIX: Final = "pm.bearer."
 """Prefix of the subprotocol entry carrying the token: `pm.bearer.<jwt>`."""
 
 _HTTP_WHITESPACE: Final = " \t"
+_VISIBLE_ASCII: Final = re.compile(r"[!-~]+")
 
 
 def token_from_authorization(header: str | None) -> str:
@@ -108,6 +110,6 @@ def _checked_token(token: str) -> str:
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} bytes")
     # Visible ASCII only: rules out whitespace, controls and look-alike characters.
-    if not all("!" <= char <= "~" for char in token):
+    if not _VISIBLE_ASCII.fullmatch(token):
         raise InvalidToken("the token contains characters a JWT cannot have")
     return token
