@@ -27,6 +27,7 @@ from pm_ws.broadcaster import Broadcaster
 from pm_ws.broker import PublishResult
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandRouter
+from pm_ws.deadlines import DeadlineWheel
 from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId
 from pm_ws.limits import GatewayLimits
 from pm_ws.memory_broker import MemoryBroker
@@ -284,6 +285,7 @@ class Engine:
             jwt=self.jwt,
             metrics=self.metrics,
             limits=self.limits,
+            deadlines=DeadlineWheel(resolution_secs=0.01, loop=self.loop),
             wall_clock=self.clock,
         )
         self.scheduler = FlushScheduler(self.loop)

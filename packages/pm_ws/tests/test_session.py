@@ -1,10 +1,10 @@
 """The per-connection protocol logic, driven with no socket (SPEC §2, §3, §4).
 
-Timers: the heartbeat and expiry timers are real `call_later` handles on the test's
-loop. Where the wall clock decides (expiry), the clock is a `WallClock` the test
-moves; a few tests run the expiry timer's callback (`Session._expire`, private) or
-read the armed handles (`_expiry_timer`, `_ping_timer`, `_pong_timer`) directly,
-because the loop's own clock cannot be moved from a test.
+Timers: the heartbeat and expiry deadlines run on a real `DeadlineWheel` on the
+test's loop. Where the wall clock decides (expiry), the clock is a `WallClock` the
+test moves; a few tests run the expiry check (`Session._expire`, private) or the
+heartbeat (`Session._ping`) directly, because the loop's own clock cannot be moved
+from a test.
 """
 
 from __future__ import annotations
@@ -84,10 +84,8 @@ class HistoryDownBroker(MemoryBroker):
 
 
 def fire_expiry_timer(session: Session) -> None:
-    """Run the armed expiry timer's callback now, as the loop would when it fires."""
-    timer = session._expiry_timer
-    assert timer is not None, "no expiry timer is armed"
-    timer.cancel()
+    """Run the pending expiry check now, as the deadline wheel would when its slot comes."""
+    assert session._expiry_check is not None, "no expiry check is pending"
     session._expire()
 
 
@@ -660,9 +658,7 @@ async def test_an_expiry_timer_firing_early_rearms_instead_of_closing(
     fire_expiry_timer(conn.session)
 
     assert conn.closed_with == []
-    rearmed = conn.session._expiry_timer
-    assert rearmed is not None
-    assert rearmed.when() - engine.loop.time() == pytest.approx(1, abs=0.5)
+    assert conn.session._expiry_check == NOW + 3600 + 30  # re-armed for the real deadline
 
     engine.clock.advance(1)
     fire_expiry_timer(conn.session)
@@ -761,16 +757,23 @@ async def test_a_peer_answering_pings_stays_connected() -> None:
         assert conn.closed_with == []
 
 
-async def test_closed_sets_finished_and_cancels_every_timer(conn: Connection) -> None:
+async def test_closed_sets_finished_and_later_deadlines_do_nothing(
+    engine: Engine, conn: Connection
+) -> None:
     session = conn.session
-    session._ping()  # the heartbeat timer's callback: sends a ping, arms the pong timer
-    timers = [session._expiry_timer, session._ping_timer, session._pong_timer]
+    session._ping()  # the heartbeat's callback: sends a ping, awaits a pong
+    pings = len(conn.socket.controls)
 
     session.closed()
+    engine.clock.advance(10 * 3600)
+    session._ping()
+    session._expire()
+    session._check_pong(session._pings)
 
     assert session.finished
     assert session.state is SessionState.CLOSED
-    assert all(timer is not None and timer.cancelled() for timer in timers)
+    assert len(conn.socket.controls) == pings
+    assert conn.closed_with == []
 
 
 async def test_close_flushes_queued_events_then_closing_and_nothing_is_written_after(

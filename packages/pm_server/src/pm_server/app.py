@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -165,6 +166,9 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
         runner, settings.bind_host, settings.bind_port, reuse_port=reuse_port or None
     )
     await site.start()
+    # Start-up objects (modules, the app) live as long as the process: keep them out
+    # of every later collection, which then scans only per-connection objects.
+    gc.freeze()
     for address in runner.addresses:
         logger.info("listening on %s", _format_address(address))
     await stop.wait()

@@ -83,7 +83,9 @@ class Broadcaster:
             BrokerUnavailable: the broker could not be reached; the connection is not added.
         """
         tenant_id = subscriber.tenant_id
-        tenant = self._tenants.setdefault(tenant_id, _Tenant())
+        tenant = self._tenants.get(tenant_id)
+        if tenant is None:
+            tenant = self._tenants[tenant_id] = _Tenant()
         tenant.members.add(subscriber)
         try:
             await self._listen(tenant_id)

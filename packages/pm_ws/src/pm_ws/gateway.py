@@ -29,6 +29,7 @@ from pm_ws.broadcaster import Broadcaster
 from pm_ws.broker import Broker, DisconnectRequest, PublishResult
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandRouter
+from pm_ws.deadlines import DeadlineWheel
 from pm_ws.events import ConnectionId, EventDraft, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, LimitExceeded
 from pm_ws.limits import GatewayLimits
@@ -149,6 +150,7 @@ class Gateway:
             jwt=jwt,
             metrics=self.metrics,
             limits=limits,
+            deadlines=DeadlineWheel(resolution_secs=_deadline_resolution(limits)),
             wall_clock=wall_clock,
         )
         self._rate_limits = RateLimiterFactory(
@@ -340,3 +342,10 @@ class Gateway:
         if field is not None:
             body["field"] = field
         return web.json_response(body, status=status)
+
+
+def _deadline_resolution(limits: GatewayLimits) -> float:
+    # A tenth of the shortest heartbeat period, between 10 ms and 1 s: timeouts are
+    # honoured to within 10 %, and ten thousand connections share a few timers.
+    shortest = min(limits.heartbeat_interval_secs, limits.heartbeat_timeout_secs)
+    return min(1.0, max(0.01, shortest / 10))

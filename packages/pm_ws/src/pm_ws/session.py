@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import logging
 import math
 import time
@@ -24,6 +25,7 @@ from pm_ws.broadcaster import Broadcaster
 from pm_ws.broker import Broker
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandRouter
+from pm_ws.deadlines import DeadlineWheel
 from pm_ws.events import ConnectionId, Event, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, ProtocolError
 from pm_ws.limits import GatewayLimits
@@ -79,6 +81,7 @@ class SessionServices:
     jwt: JwtValidator
     metrics: GatewayMetrics
     limits: GatewayLimits
+    deadlines: DeadlineWheel
     wall_clock: Callable[[], float] = time.time
 
 
@@ -94,12 +97,12 @@ class Session:
 
     __slots__ = (
         "__weakref__",
-        "_expiry_timer",
+        "_awaiting_pong",
+        "_expiry_check",
         "_finished",
         "_finished_waiter",
         "_loop",
-        "_ping_timer",
-        "_pong_timer",
+        "_pings",
         "_position",
         "_rate_limiter",
         "_replay_buffer",
@@ -147,9 +150,9 @@ class Session:
         self._position: StreamPosition | None = None
         self._sent: StreamPosition | None = None
         self._replay_buffer: list[tuple[Event, bytes]] | None = None
-        self._expiry_timer: asyncio.TimerHandle | None = None
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._pong_timer: asyncio.TimerHandle | None = None
+        self._expiry_check: float | None = None
+        self._awaiting_pong = False
+        self._pings = 0
 
     @property
     def tenant_id(self) -> TenantId:
@@ -216,7 +219,7 @@ class Session:
             )
         )
         self._arm_expiry()
-        self._ping_timer = self._loop.call_later(limits.heartbeat_interval_secs, self._ping)
+        self.services.deadlines.call_later(limits.heartbeat_interval_secs, self._ping)
 
     async def handle_frame(self, data: bytes | str) -> None:
         """Handle one client data frame: rate limit, decode, validate, answer.
@@ -248,9 +251,7 @@ class Session:
 
     def pong_received(self) -> None:
         """The peer answered a heartbeat ping."""
-        if self._pong_timer is not None:
-            self._pong_timer.cancel()
-            self._pong_timer = None
+        self._awaiting_pong = False
 
     def push_event(self, event: Event, frame: bytes) -> None:
         """Queue a live event's frame (called by fanout; never waits).
@@ -309,7 +310,6 @@ class Session:
             return
         self.state = SessionState.CLOSING
         self.close_reason = reason
-        self._cancel_timers()
         self._replay_buffer = None
         if notify:
             self._send(
@@ -325,7 +325,6 @@ class Session:
     def closed(self) -> None:
         """The socket is gone: stop every timer and wake whoever waits for the end. Idempotent."""
         self.state = SessionState.CLOSED
-        self._cancel_timers()
         self._replay_buffer = None
         self.outbox.close(flush=False)
         self._finished = True
@@ -470,14 +469,17 @@ class Session:
         self.outbox.push(encode(message))
 
     def _arm_expiry(self) -> None:
-        if self._expiry_timer is not None:
-            self._expiry_timer.cancel()
         deadline = self.context.expires_at + self.services.jwt.leeway_secs
-        delay = max(0.0, deadline - self.services.wall_clock())
-        self._expiry_timer = self._loop.call_later(delay, self._expire)
+        if self._expiry_check is not None and self._expiry_check <= deadline:
+            return  # that check comes first and re-arms for the later deadline
+        self._expiry_check = deadline
+        delay = deadline - self.services.wall_clock()
+        self.services.deadlines.call_later(delay, self._expire)
 
     def _expire(self) -> None:
-        self._expiry_timer = None
+        self._expiry_check = None
+        if self.state is not SessionState.OPEN:
+            return
         deadline = self.context.expires_at + self.services.jwt.leeway_secs
         if self.services.wall_clock() < deadline:
             self._arm_expiry()
@@ -485,26 +487,24 @@ class Session:
         self.close(close_codes.TOKEN_EXPIRED, "the token expired; reconnect with a new one")
 
     def _ping(self) -> None:
+        if self.state is not SessionState.OPEN:
+            return
         limits = self.services.limits
+        deadlines = self.services.deadlines
         self.socket.send_control(ping_frame())
-        if self._pong_timer is None:
-            self._pong_timer = self._loop.call_later(
-                limits.heartbeat_timeout_secs, self._heartbeat_timeout
+        if not self._awaiting_pong:
+            self._awaiting_pong = True
+            self._pings += 1
+            deadlines.call_later(
+                limits.heartbeat_timeout_secs, functools.partial(self._check_pong, self._pings)
             )
-        self._ping_timer = self._loop.call_later(limits.heartbeat_interval_secs, self._ping)
+        deadlines.call_later(limits.heartbeat_interval_secs, self._ping)
 
-    def _heartbeat_timeout(self) -> None:
-        self._pong_timer = None
-        if self.state is SessionState.OPEN:
+    def _check_pong(self, ping: int) -> None:
+        if self.state is SessionState.OPEN and self._awaiting_pong and self._pings == ping:
             logger.info("peer stopped answering pings; closing")
             self.services.metrics.heartbeat_timeouts.inc()
             self.close(close_codes.HEARTBEAT_TIMEOUT, notify=False)
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._expiry_timer, self._ping_timer, self._pong_timer):
-            if timer is not None:
-                timer.cancel()
-        self._expiry_timer = self._ping_timer = self._pong_timer = None
 
 
 def _kind(request: ClientRequest) -> str:
