@@ -152,6 +152,9 @@ class RunningServer:
 
 def _command(kind: ServerKind, port: int) -> list[str]:
     if kind == "pm-server":
+        ablation = os.environ.get("PM_BENCH_ABLATE")
+        if ablation:
+            return [sys.executable, str(Path(__file__).with_name("ablate.py")), ablation]
         return [sys.executable, "-m", "pm_server"]
     return [sys.executable, str(_HUB_SCRIPT), f"127.0.0.1:{port}"]
 
