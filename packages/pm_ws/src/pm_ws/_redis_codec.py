@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 
 from pm_ws.broker import DisconnectRequest
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
+from pm_ws.wire import event_message
 
 # Every channel message starts with one of these bytes.
 EVENT_MESSAGE: Final = b"E"
@@ -58,18 +59,7 @@ def encode_draft(draft: EventDraft) -> bytes:
     The publish script appends the serialised position: concatenated
     protobuf messages parse as one merged message.
     """
-    return pm_proto.Event(
-        event_id=draft.event_id,
-        type=draft.type,
-        scope=pm_proto.Scope(
-            project_id=draft.scope.project_id,
-            sprint_id=draft.scope.sprint_id,
-            work_item_id=draft.scope.work_item_id,
-        ),
-        occurred_at_ms=draft.occurred_at_ms,
-        actor_user_id=draft.actor_user_id,
-        payload=draft.payload,
-    ).SerializeToString()
+    return event_message(draft).SerializeToString()
 
 
 def event_header(published_at_ns: int) -> bytes:

@@ -7,7 +7,7 @@ from typing import Final
 
 import pm_proto as pb
 
-from pm_ws.events import Event, StreamPosition
+from pm_ws.events import Event, EventDraft, StreamPosition
 
 _BINARY_FIN: Final = 0x82
 _PING_FRAME: Final = b"\x89\x00"
@@ -51,9 +51,9 @@ def position_message(position: StreamPosition) -> pb.StreamPosition:
     return pb.StreamPosition(epoch=position.epoch, seq=position.seq)
 
 
-def event_message(event: Event) -> pb.Event:
-    """The wire form of an event."""
-    return pb.Event(
+def event_message(event: Event | EventDraft) -> pb.Event:
+    """The wire form of an event; a draft has no position yet, so none is set."""
+    message = pb.Event(
         event_id=event.event_id,
         type=event.type,
         scope=pb.Scope(
@@ -61,11 +61,13 @@ def event_message(event: Event) -> pb.Event:
             sprint_id=event.scope.sprint_id,
             work_item_id=event.scope.work_item_id,
         ),
-        position=position_message(event.position),
         occurred_at_ms=event.occurred_at_ms,
         actor_user_id=event.actor_user_id,
         payload=event.payload,
     )
+    if isinstance(event, Event):
+        message.position.CopyFrom(position_message(event.position))
+    return message
 
 
 def event_frame(event: Event) -> bytes:
