@@ -7,19 +7,20 @@ from collections.abc import AsyncIterator
 
 import jwt
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from pm_server.app import build_app
 from pm_server.config import Settings, load_settings
 
 
-async def _client(settings: Settings) -> TestClient[object, object]:
-    client: TestClient[object, object] = TestClient(TestServer(build_app(settings)))
+async def _client(settings: Settings) -> TestClient[web.Request, web.Application]:
+    client: TestClient[web.Request, web.Application] = TestClient(TestServer(build_app(settings)))
     await client.start_server()
     return client
 
 
 @pytest.fixture
-async def dev_client() -> AsyncIterator[TestClient[object, object]]:
+async def dev_client() -> AsyncIterator[TestClient[web.Request, web.Application]]:
     client = await _client(load_settings({}, dev=True, dotenv_path=None))
     yield client
     await client.close()
@@ -37,7 +38,7 @@ async def test_demo_is_not_served_without_dev_mode() -> None:
 
 
 async def test_demo_page_and_its_scripts_are_served_with_a_strict_policy(
-    dev_client: TestClient[object, object],
+    dev_client: TestClient[web.Request, web.Application],
 ) -> None:
     redirect = await dev_client.get("/demo", allow_redirects=False)
     assert (redirect.status, redirect.headers["Location"]) == (308, "/demo/")
@@ -62,14 +63,14 @@ async def test_demo_page_and_its_scripts_are_served_with_a_strict_policy(
     "path", ["/demo/index.html", "/demo/nope.js", "/demo/..%2f__init__.py", "/demo/static/board.js"]
 )
 async def test_only_the_board_files_are_served(
-    dev_client: TestClient[object, object], path: str
+    dev_client: TestClient[web.Request, web.Application], path: str
 ) -> None:
     response = await dev_client.get(path)
     assert response.status == 404
 
 
 async def test_config_hands_localhost_a_token_the_gateway_accepts(
-    dev_client: TestClient[object, object],
+    dev_client: TestClient[web.Request, web.Application],
 ) -> None:
     response = await dev_client.get("/demo/config.json")
     assert response.status == 200
@@ -90,7 +91,7 @@ async def test_config_hands_localhost_a_token_the_gateway_accepts(
 
 
 async def test_config_refuses_a_host_that_is_not_localhost(
-    dev_client: TestClient[object, object],
+    dev_client: TestClient[web.Request, web.Application],
 ) -> None:
     response = await dev_client.get(
         "/demo/config.json", headers={"Host": f"attacker.example:{dev_client.port}"}
