@@ -323,7 +323,11 @@ class Session:
         self.socket.close(reason)
 
     def closed(self) -> None:
-        """The socket is gone: stop every timer and wake whoever waits for the end. Idempotent."""
+        """The socket is gone: wake whoever waits for the end. Idempotent.
+
+        Deadlines still on the wheel (heartbeat, expiry) find the session closed
+        and do nothing.
+        """
         self.state = SessionState.CLOSED
         self._replay_buffer = None
         self.outbox.close(flush=False)
