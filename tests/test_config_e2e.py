@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import socket
 import subprocess
 from typing import Any
 
@@ -96,3 +98,20 @@ def test_several_workers_need_a_shared_broker(servers: Any) -> None:
 
     line = assert_one_line_error(result, "--workers")
     assert "redis://" in line
+
+
+def test_a_port_already_taken_exits_1_with_one_log_line_and_no_traceback(servers: Any) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = servers.run(
+            {"JWT_SECRET": GOOD_SECRET, "BIND_ADDR": f"127.0.0.1:{port}", "LOG_FORMAT": "json"}
+        )
+
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    [error] = [line["message"] for line in lines if line["level"] == "ERROR"]
+    assert error.startswith(f"cannot listen on 127.0.0.1:{port}: ")
+    assert "address already in use" in error

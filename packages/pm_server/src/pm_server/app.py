@@ -174,7 +174,14 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
         reuse_port=reuse_port or None,
         backlog=_LISTEN_BACKLOG,
     )
-    await site.start()
+    try:
+        await site.start()
+    except OSError as exc:
+        logger.error(
+            "cannot listen on %s:%d: %s", settings.bind_host, settings.bind_port, exc.strerror
+        )
+        await runner.cleanup()
+        return 1
     # Start-up objects (modules, the app) live as long as the process: keep them out
     # of every later collection, which then scans only per-connection objects. And
     # collect the young generation less often: each connection allocates ~100
