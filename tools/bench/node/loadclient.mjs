@@ -37,50 +37,6 @@ function cpuSince(start) {
 
 // ---- protobuf: the few fields the bench reads and writes ---------------------------------
 
-let fieldStart = 0;
-let fieldEnd = 0;
-
-/** Find length-delimited field `want` in buf[start, end); sets fieldStart/fieldEnd. */
-function findBytes(buf, start, end, want) {
-  let p = start;
-  while (p < end) {
-    let tag = 0;
-    let shift = 0;
-    let b;
-    do {
-      b = buf[p++];
-      tag += (b & 0x7f) * 2 ** shift;
-      shift += 7;
-    } while (b & 0x80);
-    const wireType = tag % 8;
-    const field = (tag - wireType) / 8;
-    if (wireType === 2) {
-      let len = 0;
-      shift = 0;
-      do {
-        b = buf[p++];
-        len += (b & 0x7f) * 2 ** shift;
-        shift += 7;
-      } while (b & 0x80);
-      if (field === want) {
-        fieldStart = p;
-        fieldEnd = p + len;
-        return true;
-      }
-      p += len;
-    } else if (wireType === 0) {
-      while (buf[p++] & 0x80);
-    } else if (wireType === 1) {
-      p += 8;
-    } else if (wireType === 5) {
-      p += 4;
-    } else {
-      return false;
-    }
-  }
-  return false;
-}
-
 let aStart = -1;
 let aEnd = -1;
 let bStart = -1;
@@ -132,6 +88,18 @@ function scanFields(buf, start, end, a, b) {
     }
   }
   return found;
+}
+
+let fieldStart = 0;
+let fieldEnd = 0;
+
+/** Find length-delimited field `want` in buf[start, end); sets fieldStart/fieldEnd.
+ * Clobbers scanFields' aStart… (callers pass those as arguments before it runs). */
+function findBytes(buf, start, end, want) {
+  scanFields(buf, start, end, want, -1);
+  fieldStart = aStart;
+  fieldEnd = aEnd;
+  return aStart >= 0;
 }
 
 function varint(n) {
