@@ -1,5 +1,7 @@
 import asyncio
 import contextvars
+import gc
+import weakref
 
 import pytest
 from pm_ws.deadlines import DeadlineWheel
@@ -67,3 +69,58 @@ async def test_each_callback_runs_in_the_context_it_was_scheduled_from() -> None
     wheel.call_later(0.01, lambda: done.set_result(None))
     await asyncio.wait_for(done, 5)
     assert seen == ["first", "second"]
+
+
+async def test_a_cancelled_deadline_never_runs_and_its_callback_is_freed_at_once() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = DeadlineWheel(resolution_secs=0.01)
+    ran: list[str] = []
+
+    class Owner:
+        def fire(self) -> None:
+            ran.append("cancelled")
+
+    owner = Owner()
+    deadline = wheel.call_later(3600, owner.fire)
+    freed = weakref.ref(owner)
+    del owner
+    deadline.cancel()
+    deadline.cancel()
+    gc.collect()
+
+    assert freed() is None
+    assert not deadline.pending
+    assert len(wheel) == 0
+    assert wheel.timers == 0
+    done = loop.create_future()
+    wheel.call_later(0.01, lambda: done.set_result(None))
+    await asyncio.wait_for(done, 5)
+    assert ran == []
+
+
+async def test_cancelling_one_deadline_keeps_the_others_of_its_slot() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = DeadlineWheel(resolution_secs=0.05)
+    ran: list[str] = []
+    done = loop.create_future()
+
+    first = wheel.call_later(0.01, lambda: ran.append("first"))
+    wheel.call_later(0.01, lambda: done.set_result(None))
+    first.cancel()
+    assert len(wheel) == 1
+    await asyncio.wait_for(done, 5)
+
+    assert ran == []
+    assert wheel.timers == 0
+
+
+async def test_cancelling_after_the_callback_ran_is_harmless() -> None:
+    loop = asyncio.get_running_loop()
+    wheel = DeadlineWheel(resolution_secs=0.01)
+    done = loop.create_future()
+    deadline = wheel.call_later(0.0, lambda: done.set_result(None))
+    await asyncio.wait_for(done, 5)
+
+    assert not deadline.pending
+    deadline.cancel()
+    assert len(wheel) == 0

@@ -85,7 +85,7 @@ class HistoryDownBroker(MemoryBroker):
 
 def fire_expiry_timer(session: Session) -> None:
     """Run the pending expiry check now, as the deadline wheel would when its slot comes."""
-    assert session._expiry_check is not None, "no expiry check is pending"
+    assert session._expiry is not None, "no expiry check is pending"
     session._expire()
 
 
@@ -658,7 +658,9 @@ async def test_an_expiry_timer_firing_early_rearms_instead_of_closing(
     fire_expiry_timer(conn.session)
 
     assert conn.closed_with == []
-    assert conn.session._expiry_check == NOW + 3600 + 30  # re-armed for the real deadline
+    expiry = conn.session._expiry
+    assert expiry is not None  # re-armed for the real deadline
+    assert expiry.pending
 
     engine.clock.advance(1)
     fire_expiry_timer(conn.session)
@@ -768,12 +770,25 @@ async def test_closed_sets_finished_and_later_deadlines_do_nothing(
     engine.clock.advance(10 * 3600)
     session._ping()
     session._expire()
-    session._check_pong(session._pings)
+    session._check_pong()
 
     assert session.finished
     assert session.state is SessionState.CLOSED
     assert len(conn.socket.controls) == pings
     assert conn.closed_with == []
+
+
+async def test_a_closed_session_leaves_nothing_on_the_deadline_wheel(
+    engine: Engine, conn: Connection
+) -> None:
+    wheel = conn.session.services.deadlines
+    conn.session._ping()  # heartbeat, pong check and expiry all pending
+    assert len(wheel) == 3
+
+    conn.session.closed()
+
+    assert len(wheel) == 0
+    assert wheel.timers == 0
 
 
 async def test_close_flushes_queued_events_then_closing_and_nothing_is_written_after(

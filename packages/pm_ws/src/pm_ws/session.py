@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import functools
 import logging
 import math
 import time
@@ -25,7 +24,7 @@ from pm_ws.broadcaster import Broadcaster
 from pm_ws.broker import Broker
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandRouter
-from pm_ws.deadlines import DeadlineWheel
+from pm_ws.deadlines import Deadline, DeadlineWheel
 from pm_ws.events import ConnectionId, Event, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, ProtocolError
 from pm_ws.limits import GatewayLimits
@@ -98,11 +97,12 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_awaiting_pong",
-        "_expiry_check",
+        "_expiry",
         "_finished",
         "_finished_waiter",
+        "_heartbeat",
         "_loop",
-        "_pings",
+        "_pong_check",
         "_position",
         "_rate_limiter",
         "_replay_buffer",
@@ -150,9 +150,10 @@ class Session:
         self._position: StreamPosition | None = None
         self._sent: StreamPosition | None = None
         self._replay_buffer: list[tuple[Event, bytes]] | None = None
-        self._expiry_check: float | None = None
+        self._expiry: Deadline | None = None
+        self._heartbeat: Deadline | None = None
+        self._pong_check: Deadline | None = None
         self._awaiting_pong = False
-        self._pings = 0
 
     @property
     def tenant_id(self) -> TenantId:
@@ -219,7 +220,9 @@ class Session:
             )
         )
         self._arm_expiry()
-        self.services.deadlines.call_later(limits.heartbeat_interval_secs, self._ping)
+        self._heartbeat = self.services.deadlines.call_later(
+            limits.heartbeat_interval_secs, self._ping
+        )
 
     async def handle_frame(self, data: bytes | str) -> None:
         """Handle one client data frame: rate limit, decode, validate, answer.
@@ -248,10 +251,6 @@ class Session:
         except ProtocolError as exc:
             self._refuse(exc)
         metrics.message_handling.observe(time.perf_counter() - started)
-
-    def pong_received(self) -> None:
-        """The peer answered a heartbeat ping."""
-        self._awaiting_pong = False
 
     def push_event(self, event: Event, frame: bytes) -> None:
         """Queue a live event's frame (called by fanout; never waits).
@@ -323,11 +322,16 @@ class Session:
         self.socket.close(reason)
 
     def closed(self) -> None:
-        """The socket is gone: wake whoever waits for the end. Idempotent.
+        """The socket is gone: release its timers and wake whoever waits for the end.
 
-        Deadlines still on the wheel (heartbeat, expiry) find the session closed
-        and do nothing.
+        Idempotent. The heartbeat and expiry deadlines are cancelled here, so the
+        deadline wheel keeps no reference to a closed connection (a 24-hour token
+        would otherwise keep it in memory for a day).
         """
+        for deadline in (self._expiry, self._heartbeat, self._pong_check):
+            if deadline is not None:
+                deadline.cancel()
+        self._expiry = self._heartbeat = self._pong_check = None
         self.state = SessionState.CLOSED
         self._replay_buffer = None
         self.outbox.close(flush=False)
@@ -473,24 +477,26 @@ class Session:
         self.outbox.push(encode(message))
 
     def _arm_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         deadline = self.context.expires_at + self.services.jwt.leeway_secs
-        if self._expiry_check is not None and self._expiry_check <= deadline:
-            return  # that check comes first and re-arms for the later deadline
-        self._expiry_check = deadline
         delay = deadline - self.services.wall_clock()
-        self.services.deadlines.call_later(delay, self._expire)
+        self._expiry = self.services.deadlines.call_later(delay, self._expire)
 
     def _expire(self) -> None:
-        self._expiry_check = None
+        self._expiry = None
         if self.state is not SessionState.OPEN:
             return
         deadline = self.context.expires_at + self.services.jwt.leeway_secs
         if self.services.wall_clock() < deadline:
-            self._arm_expiry()
+            self._arm_expiry()  # the wall clock and the loop's clock disagree: wait more
             return
         self.close(close_codes.TOKEN_EXPIRED, "the token expired; reconnect with a new one")
 
     def _ping(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()  # a no-op when the wheel is what called
+            self._heartbeat = None
         if self.state is not SessionState.OPEN:
             return
         limits = self.services.limits
@@ -498,14 +504,19 @@ class Session:
         self.socket.send_control(ping_frame())
         if not self._awaiting_pong:
             self._awaiting_pong = True
-            self._pings += 1
-            deadlines.call_later(
-                limits.heartbeat_timeout_secs, functools.partial(self._check_pong, self._pings)
-            )
-        deadlines.call_later(limits.heartbeat_interval_secs, self._ping)
+            self._pong_check = deadlines.call_later(limits.heartbeat_timeout_secs, self._check_pong)
+        self._heartbeat = deadlines.call_later(limits.heartbeat_interval_secs, self._ping)
 
-    def _check_pong(self, ping: int) -> None:
-        if self.state is SessionState.OPEN and self._awaiting_pong and self._pings == ping:
+    def pong_received(self) -> None:
+        """The peer answered a heartbeat ping."""
+        self._awaiting_pong = False
+        if self._pong_check is not None:
+            self._pong_check.cancel()
+            self._pong_check = None
+
+    def _check_pong(self) -> None:
+        self._pong_check = None
+        if self.state is SessionState.OPEN and self._awaiting_pong:
             logger.info("peer stopped answering pings; closing")
             self.services.metrics.heartbeat_timeouts.inc()
             self.close(close_codes.HEARTBEAT_TIMEOUT, notify=False)
