@@ -10,8 +10,9 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Final
 
-from aiohttp import WSMsgType, web
+from aiohttp import WebSocketError, WSMsgType, web
 from pm_auth import (
     SUBPROTOCOL,
     AuthError,
@@ -46,6 +47,9 @@ logger = logging.getLogger(__name__)
 TenantCheck = Callable[[TenantContext], Awaitable[bool]]
 """Decides whether an authenticated tenant may connect here (403 when it answers False)."""
 
+_FAILED_BY_AIOHTTP: Final = {
+    reason.code: reason for reason in (close_codes.PROTOCOL_ERROR, close_codes.MESSAGE_TOO_BIG)
+}
 _NO_HANDSHAKE = frozenset({close_codes.SLOW_CLIENT.code, close_codes.HEARTBEAT_TIMEOUT.code})
 
 
@@ -93,12 +97,14 @@ class _AiohttpSocket:
             # close frame. Ours goes out if the buffers drain; the socket goes regardless.
             transport.write(close_frame(reason.code, reason.reason))
             transport.close()
-            asyncio.get_running_loop().call_later(self._grace_secs, transport.abort)
+            asyncio.get_running_loop().call_later(self._grace_secs, self.abort)
             return
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.close(code=reason.code, message=reason.reason.encode())
 
     def abort(self) -> None:
+        # Once the connection is lost, aiohttp forgets its transport; aborting that
+        # transport then would touch a socket asyncio already released.
         transport = self._request.transport
         if transport is not None:
             transport.abort()
@@ -255,6 +261,7 @@ class Gateway:
                 # aiohttp refuses a frame of exactly max_msg_size; the contract serves it.
                 max_msg_size=options.limits.max_message_bytes + 1,
                 autoping=False,
+                autoclose=False,
                 compress=False,
                 timeout=options.close_timeout_secs,
             )
@@ -331,7 +338,23 @@ class Gateway:
                 session.pong_received()
             elif kind is WSMsgType.PING:
                 await ws.pong(message.data)
+            elif kind is WSMsgType.CLOSE:
+                # Answered here, not by aiohttp's autoclose, to refuse the codes RFC 6455
+                # forbids a peer to send (aiohttp accepts 1006 and anything from 3000 up).
+                if close_codes.is_valid_peer_code(message.data):
+                    await ws.close(drain=False)
+                    return
+                reason = close_codes.PROTOCOL_ERROR
+                session.close(reason, notify=False)
+                await ws.close(code=reason.code, message=reason.reason.encode(), drain=False)
+                return
             else:
+                if kind is WSMsgType.ERROR and isinstance(message.data, WebSocketError):
+                    # aiohttp already failed the connection (a malformed or oversized
+                    # frame); record why, so the close is counted under its real code.
+                    failed = _FAILED_BY_AIOHTTP.get(message.data.code)
+                    if failed is not None:
+                        session.close(failed, notify=False)
                 return
 
     def _refuse(

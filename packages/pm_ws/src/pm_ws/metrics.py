@@ -6,6 +6,8 @@ from typing import Final
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from pm_ws import close_codes
+
 _LATENCY_BUCKETS: Final = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 )  # fmt: skip
@@ -39,7 +41,8 @@ class GatewayMetrics:
             namespace=ns, registry=registry,
         )  # fmt: skip
         self.connections_closed = Counter(
-            "ws_connections_closed", "Connections closed, by close code.", ("code",),
+            "ws_connections_closed",
+            "Connections closed, by close code (client-chosen codes as `other`).", ("code",),
             namespace=ns, registry=registry,
         )  # fmt: skip
         self.messages_received = Counter(
@@ -98,8 +101,12 @@ class GatewayMetrics:
             self.connections_active.inc()
 
     def connection_closed(self, tenant_id: str, code: int) -> None:
-        """Count a closed connection by its close code and lower the active gauge."""
-        self.connections_closed.labels(str(code)).inc()
+        """Count a closed connection by its close code and lower the active gauge.
+
+        Codes a client picked outside the contract's count as `other`: the label
+        set stays bounded however many distinct codes clients send.
+        """
+        self.connections_closed.labels(close_codes.metric_label(code)).inc()
         if self.tenant_labels:
             self.connections_active.labels(tenant_id).dec()
         else:
