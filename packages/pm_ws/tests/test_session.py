@@ -10,10 +10,12 @@ from a test.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pm_proto as pb
 import pytest
+from pm_auth import RateLimiterFactory
 from pm_ws import close_codes
 from pm_ws.broker import DisconnectRequest, HistoryRead
 from pm_ws.commands import CommandContext
@@ -335,6 +337,44 @@ async def test_invalid_frames_count_against_the_rate_limit() -> None:
         assert error_of(refused).code == "RATE_LIMIT_EXCEEDED"
 
 
+async def test_a_connection_that_keeps_sending_over_the_rate_limit_is_closed_with_closing() -> None:
+    limits = GatewayLimits(
+        rate_limit_max_requests=2, rate_limit_window_secs=60, max_consecutive_rate_limited=5
+    )
+    async with Engine(limits=limits) as engine:
+        conn = await engine.connect()
+        for i in range(2):
+            await conn.request(ping(f"ok-{i}"))
+        for i in range(4):
+            assert error_of(await conn.request(ping(f"over-{i}"))).code == "RATE_LIMIT_EXCEEDED"
+        assert conn.closed_with == []
+
+        await conn.send(ping("over-4"))
+
+        answers = await conn.received()
+        assert kinds(answers) == ["error", "closing"]
+        assert answers[1].closing.code == "POLICY_VIOLATION"
+        assert conn.closed_with == [close_codes.POLICY_VIOLATION]
+        assert engine.metric("pm_ws_rate_limited_frames_total") == 5
+
+
+async def test_a_frame_within_the_rate_limit_resets_the_count_of_refusals_in_a_row() -> None:
+    limits = GatewayLimits(
+        rate_limit_max_requests=1, rate_limit_window_secs=60, max_consecutive_rate_limited=3
+    )
+    async with Engine(limits=limits) as engine:
+        conn = await engine.connect()
+        await conn.request(ping("ok-0"))
+        for i in range(2):
+            await conn.request(ping(f"over-{i}"))
+        conn.session._rate_limiter = RateLimiterFactory(1, 60).create()  # a token comes back
+        assert (await conn.request(ping("ok-1"))).WhichOneof("payload") == "pong"
+        for i in range(2):
+            await conn.request(ping(f"over-again-{i}"))
+
+        assert conn.closed_with == []
+
+
 async def test_subscriptions_past_the_limit_are_refused_and_not_applied() -> None:
     async with Engine(limits=GatewayLimits(max_subscriptions=3)) as engine:
         conn = await engine.connect()
@@ -438,7 +478,10 @@ async def test_resume_from_the_current_position_is_recovered_with_nothing_to_rep
     assert ack.ack.replayed == 0
 
 
-async def test_resume_from_further_back_than_history_reaches_is_not_recovered() -> None:
+async def test_resume_from_further_back_than_history_reaches_is_not_recovered(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pm_ws.session")
     async with Engine(broker=MemoryBroker(history_size=2)) as engine:
         seen = await engine.publish("p1")
         for _ in range(4):
@@ -454,12 +497,16 @@ async def test_resume_from_further_back_than_history_reaches_is_not_recovered() 
         # What history still holds is replayed, but the client is told to refetch.
         assert seqs(messages) == [4, 5]
         assert engine.metric("pm_ws_history_replays_total", {"recovered": "false"}) == 1
+        assert "history no longer reaches back to seq 2 (the oldest event kept is seq 4)" in (
+            caplog.text
+        )
 
 
 @pytest.mark.parametrize("resume_from", ["another-epoch", "ahead"])
 async def test_resume_from_another_epoch_or_ahead_of_the_stream_is_not_recovered(
-    engine: Engine, resume_from: str
+    engine: Engine, resume_from: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="pm_ws.session")
     await engine.publish("p1")
     last = await engine.publish("p1")
     position = (
@@ -482,9 +529,18 @@ async def test_resume_from_another_epoch_or_ahead_of_the_stream_is_not_recovered
         ),
     )
     assert seqs(messages) == [3]
+    reason = (
+        "the stream restarted its numbering"
+        if resume_from == "another-epoch"
+        else "the position is ahead of the stream, which is at seq 2"
+    )
+    assert f"not recovered: {reason}" in caplog.text
 
 
-async def test_resume_while_history_is_unreachable_is_not_recovered_and_live_events_flow() -> None:
+async def test_resume_while_history_is_unreachable_is_not_recovered_and_live_events_flow(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="pm_ws.session")
     async with Engine(broker=HistoryDownBroker()) as engine:
         await engine.publish("p1")
         conn = await engine.connect()
@@ -497,6 +553,7 @@ async def test_resume_while_history_is_unreachable_is_not_recovered_and_live_eve
         assert not messages[0].ack.recovered
         assert messages[0].ack.replayed == 0
         assert seqs(messages) == [2]
+        assert "not recovered: the broker was unreachable" in caplog.text
 
 
 @pytest.mark.parametrize("read_first", [True, False], ids=["read-then-wait", "wait-then-read"])

@@ -9,6 +9,9 @@ from dataclasses import dataclass
 class GatewayLimits:
     """Limits of SPEC §3 and §4, with the contract's defaults.
 
+    `max_consecutive_errors` invalid frames in a row, or
+    `max_consecutive_rate_limited` frames refused by the rate limit in a row, close
+    the connection (1008): a client that ignores its errors must not cost a core.
     Every bound is per process: with N processes behind a balancer, the fleet's
     global limit is N × `max_connections`.
     """
@@ -23,6 +26,7 @@ class GatewayLimits:
     heartbeat_interval_secs: float = 30.0
     heartbeat_timeout_secs: float = 10.0
     max_consecutive_errors: int = 10
+    max_consecutive_rate_limited: int = 20
 
     def __post_init__(self) -> None:
         for name in (
@@ -36,6 +40,7 @@ class GatewayLimits:
             "heartbeat_interval_secs",
             "heartbeat_timeout_secs",
             "max_consecutive_errors",
+            "max_consecutive_rate_limited",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive")

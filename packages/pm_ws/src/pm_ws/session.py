@@ -21,7 +21,7 @@ from pm_auth import AuthError, ConnectionRateLimiter, JwtValidator, TenantContex
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import Broker
+from pm_ws.broker import Broker, HistoryRead
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandRouter
 from pm_ws.deadlines import Deadline, DeadlineWheel
@@ -101,6 +101,7 @@ class Session:
         "_finished",
         "_finished_waiter",
         "_heartbeat",
+        "_limited_in_a_row",
         "_loop",
         "_pong_check",
         "_position",
@@ -147,6 +148,7 @@ class Session:
         self._finished_waiter: asyncio.Future[None] | None = None
         self._loop = loop
         self._violations = 0
+        self._limited_in_a_row = 0
         self._position: StreamPosition | None = None
         self._sent: StreamPosition | None = None
         self._replay_buffer: list[tuple[Event, bytes]] | None = None
@@ -229,17 +231,17 @@ class Session:
 
         Never raises for anything the client sent: bad input is answered with an
         `Error`, and `max_consecutive_errors` violations in a row close the
-        connection (1008).
+        connection (1008); so do `max_consecutive_rate_limited` frames in a row
+        refused by the rate limit, after a `Closing`.
         """
         if self.state is not SessionState.OPEN:
             return
         started = time.perf_counter()
         metrics = self.services.metrics
         if not await self._rate_limiter.try_acquire():
-            metrics.rate_limited.inc()
-            request_id = decode_request_id(data) if isinstance(data, bytes) else ""
-            self._send_error(request_id, "RATE_LIMIT_EXCEEDED", "too many requests; slow down")
+            self._rate_limited(data)
             return
+        self._limited_in_a_row = 0
         try:
             if isinstance(data, str):
                 metrics.message_received(self.tenant_id, "text")
@@ -412,6 +414,13 @@ class Session:
                 continue
             replay.append(event)
         self.services.metrics.history_replays.labels(str(recovered).lower()).inc()
+        if not recovered:
+            logger.info(
+                "resume from %s:%d not recovered: %s",
+                request.resume_from.epoch,
+                request.resume_from.seq,
+                _unrecovered_reason(request.resume_from, history),
+            )
         if history is not None:
             self._position = history.position
         self._ack(
@@ -507,6 +516,15 @@ class Session:
             self._pong_check = deadlines.call_later(limits.heartbeat_timeout_secs, self._check_pong)
         self._heartbeat = deadlines.call_later(limits.heartbeat_interval_secs, self._ping)
 
+    def _rate_limited(self, data: bytes | str) -> None:
+        self.services.metrics.rate_limited.inc()
+        request_id = decode_request_id(data) if isinstance(data, bytes) else ""
+        self._send_error(request_id, "RATE_LIMIT_EXCEEDED", "too many requests; slow down")
+        self._limited_in_a_row += 1
+        if self._limited_in_a_row >= self.services.limits.max_consecutive_rate_limited:
+            logger.info("kept sending over the rate limit; closing")
+            self.close(close_codes.POLICY_VIOLATION, "kept sending over the rate limit")
+
     def pong_received(self) -> None:
         """The peer answered a heartbeat ping."""
         self._awaiting_pong = False
@@ -520,6 +538,27 @@ class Session:
             logger.info("peer stopped answering pings; closing")
             self.services.metrics.heartbeat_timeouts.inc()
             self.close(close_codes.HEARTBEAT_TIMEOUT, notify=False)
+
+
+def _unrecovered_reason(resume_from: StreamPosition, history: HistoryRead | None) -> str:
+    """Why a resume could not promise that nothing was lost, for the log."""
+    if history is None:
+        return "the broker was unreachable, so history could not be read"
+    current = history.position
+    if current.epoch != resume_from.epoch:
+        return (
+            f"the stream restarted its numbering (now epoch {current.epoch} at seq "
+            f"{current.seq}): a broker without shared history restarted, or history expired"
+        )
+    if resume_from.seq > current.seq:
+        return f"the position is ahead of the stream, which is at seq {current.seq}"
+    if not history.complete:
+        oldest = history.events[0].position.seq if history.events else current.seq + 1
+        return (
+            f"history no longer reaches back to seq {resume_from.seq + 1} "
+            f"(the oldest event kept is seq {oldest})"
+        )
+    return "events wanted only by the newly added ids were already passed on this connection"
 
 
 def _kind(request: ClientRequest) -> str:
