@@ -11,7 +11,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from pm_auth import (
     MAX_TOKEN_LENGTH,
@@ -428,7 +428,6 @@ def test_no_error_message_contains_the_token(
         assert error.__cause__ is None
 
 
-@settings(deadline=None)
 @given(st.text())
 def test_arbitrary_text_yields_claims_or_an_auth_error(text: str) -> None:
     with contextlib.suppress(AuthError):
@@ -449,7 +448,6 @@ _json = st.recursive(
 _claim_names = st.sampled_from(["sub", "tenant_id", "exp", "iat", "nbf", "jti", "roles", "iss"])
 
 
-@settings(deadline=None)
 @given(
     header=st.dictionaries(st.sampled_from(["alg", "typ", "kid", "crit", "b64"]), _json)
     | st.just({"alg": "HS256"}),
