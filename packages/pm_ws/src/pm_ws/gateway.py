@@ -102,6 +102,18 @@ class _AiohttpSocket:
         with contextlib.suppress(ConnectionError, RuntimeError):
             await self._ws.close(code=reason.code, message=reason.reason.encode())
 
+    async def finished(self) -> None:
+        """Wait for a closing handshake under way (bounded by the grace).
+
+        The handler must not return before it: aiohttp then closes the socket, and
+        closing a socket with unread input (a client still sending) makes the
+        kernel reset it, which throws away the close frame and the `Closing` the
+        peer had not read yet.
+        """
+        if self._closing is not None:
+            with contextlib.suppress(Exception):
+                await self._closing
+
     def abort(self) -> None:
         # Once the connection is lost, aiohttp forgets its transport; aborting that
         # transport then would touch a socket asyncio already released.
@@ -279,6 +291,7 @@ class Gateway:
                 self._scheduler = FlushScheduler(loop)
             scheduler = self._scheduler
             capacity = options.limits.send_queue_size
+            socket = _AiohttpSocket(request, ws, options.close_timeout_secs)
             session = Session(
                 connection_id=connection_id,
                 context=context,
@@ -288,7 +301,7 @@ class Gateway:
                     transport, scheduler, capacity=capacity, on_overflow=s.slow_client, loop=loop
                 ),
                 rate_limiter=self._rate_limits.create(),
-                socket=_AiohttpSocket(request, ws, options.close_timeout_secs),
+                socket=socket,
                 loop=loop,
             )
             reservation.attach(session)
@@ -306,6 +319,7 @@ class Gateway:
                 await self.broadcaster.leave(session)
                 raise
             await self._serve(ws, session, position)
+            await socket.finished()
         return ws
 
     async def _serve(
