@@ -1,4 +1,6 @@
 import asyncio
+import gc
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
@@ -379,3 +381,30 @@ async def test_a_failing_transport_does_not_stop_other_outboxes_from_being_writt
         loop.set_exception_handler(None)
 
     assert healthy.transport.writes == [b"first", b"second"]
+
+
+async def test_a_closed_outbox_lets_go_of_its_owner_so_no_cycle_outlives_the_connection(
+    scheduler: FlushScheduler,
+) -> None:
+    class Owner:
+        def __init__(self) -> None:
+            self.outbox = Outbox(
+                FakeTransport(),
+                scheduler,
+                capacity=4,
+                on_overflow=self.overflowed,
+                loop=asyncio.get_running_loop(),
+            )
+
+        def overflowed(self) -> None:
+            pass
+
+    owner = Owner()
+    owner.outbox.close(flush=False)
+    freed = weakref.ref(owner)
+    gc.disable()  # freed by reference counting alone, not by a collection
+    try:
+        del owner
+        assert freed() is None
+    finally:
+        gc.enable()

@@ -12,6 +12,10 @@ logger = logging.getLogger(__name__)
 _BLOCKED_RETRY_SECS: Final = 0.02
 
 
+def _nothing() -> None:
+    pass
+
+
 class FrameTransport(Protocol):
     """The part of `asyncio.WriteTransport` an outbox writes through."""
 
@@ -156,10 +160,17 @@ class Outbox:
         frames.clear()
 
     def close(self, *, flush: bool) -> None:
-        """Stop accepting frames; with `flush`, write what is queued first."""
+        """Stop accepting frames; with `flush`, write what is queued first.
+
+        Lets go of `on_overflow` (a bound method of the connection's owner, as a
+        rule): the owner and its outbox then hold no cycle, and a closed
+        connection is freed by reference counting, not at the next full
+        garbage collection.
+        """
         if flush and not self._closed:
             self.flush(force=True)
         self._closed = True
+        self._on_overflow = _nothing
         self._frames.clear()
         if self._blocked is not None:
             self._blocked.cancel()
