@@ -600,6 +600,29 @@ async def test_push_event_skips_events_already_sent(engine: Engine, conn: Connec
     assert await conn.received() == []
 
 
+async def test_no_event_held_back_during_the_read_follows_an_ack_whose_position_covers_it() -> None:
+    broker = GatedHistoryBroker(read_first=False)
+    async with Engine(broker=broker) as engine:
+        conn = await engine.connect()
+        resuming = asyncio.ensure_future(
+            conn.send(
+                subscribe("r", projects=["p1"], resume_from=StreamPosition("a-lost-epoch", 7))
+            )
+        )
+        await asyncio.wait_for(broker.reading.wait(), WAIT_SECS)
+        for _ in range(2):  # held back while history is read, and covered by the Ack
+            await engine.publish("p1")
+        broker.go.set()
+        await asyncio.wait_for(resuming, WAIT_SECS)
+        await engine.publish("p1")
+        messages = await conn.received()
+
+        assert kinds(messages)[0] == "ack"
+        assert not messages[0].ack.recovered
+        assert messages[0].ack.position.seq == 2
+        assert seqs(messages) == [3]
+
+
 async def test_a_replay_buffer_overflow_closes_a_slow_client() -> None:
     broker = GatedHistoryBroker(read_first=False)
     async with Engine(broker=broker, limits=GatewayLimits(send_queue_size=3)) as engine:

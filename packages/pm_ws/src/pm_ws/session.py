@@ -430,6 +430,12 @@ class Session:
             # A replay is bounded by the history size, not the send queue: written at once.
             self.outbox.write_now([event_frame(event) for event in replay])
             self._sent = replay[-1].position
+        if history is not None:
+            # The Ack's position covers every event up to it (replayed, or lost when not
+            # recovered): a live event held back during the read must not follow it.
+            sent, read_at = self._sent, history.position
+            if sent is None or sent.epoch != read_at.epoch or sent.seq < read_at.seq:
+                self._sent = read_at
         for event, frame in buffered:
             self.push_event(event, frame)
 
