@@ -77,6 +77,10 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.metrics_tenant_labels is False
     assert settings.jwt_leeway_secs == 30.0
     assert (settings.dev, settings.workers) == (False, 1)
+    assert settings.rate_limit_max_violations == 20
+    assert settings.http_header_timeout_secs == 10.0
+    assert settings.max_pending_upgrades_per_ip == 0
+    assert (settings.max_auth_failures_per_ip, settings.auth_failure_window_secs) == (0, 60.0)
 
 
 def test_numeric_defaults_in_variables_match_the_loaded_settings() -> None:
@@ -107,6 +111,11 @@ def test_every_setting_is_read_stripped_from_the_environment() -> None:
             "MAX_CONNECTIONS": "50",
             "RATE_LIMIT_MAX_REQUESTS": "10",
             "RATE_LIMIT_WINDOW_SECS": "1.5",
+            "RATE_LIMIT_MAX_VIOLATIONS": " 5 ",
+            "HTTP_HEADER_TIMEOUT_SECS": "2.5",
+            "MAX_PENDING_UPGRADES_PER_IP": "8",
+            "MAX_AUTH_FAILURES_PER_IP": "30",
+            "AUTH_FAILURE_WINDOW_SECS": "120",
             "SEND_QUEUE_SIZE": "16",
             "MAX_MESSAGE_BYTES": "1024",
             "MAX_SUBSCRIPTIONS_PER_CONNECTION": "20",
@@ -140,6 +149,11 @@ def test_every_setting_is_read_stripped_from_the_environment() -> None:
         max_connections=50,
         rate_limit_max_requests=10,
         rate_limit_window_secs=1.5,
+        rate_limit_max_violations=5,
+        http_header_timeout_secs=2.5,
+        max_pending_upgrades_per_ip=8,
+        max_auth_failures_per_ip=30,
+        auth_failure_window_secs=120.0,
         send_queue_size=16,
         max_message_bytes=1024,
         max_subscriptions_per_connection=20,
@@ -410,6 +424,34 @@ def test_durations_must_be_positive_and_bounded(value: str) -> None:
 
     assert error.variable == "HEARTBEAT_TIMEOUT_SECS"
     assert "greater than 0" in str(error)
+
+
+@pytest.mark.parametrize("variable", ["MAX_PENDING_UPGRADES_PER_IP", "MAX_AUTH_FAILURES_PER_IP"])
+def test_per_address_limits_are_off_at_zero_and_otherwise_whole_numbers(variable: str) -> None:
+    field = variable.lower()
+    assert getattr(load({**BASE, variable: "0"}), field) == 0
+    assert getattr(load({**BASE, variable: "50"}), field) == 50
+
+    for bad in ("-1", "abc", "2.5", "1000001"):
+        assert str(error_for({**BASE, variable: bad})) == (
+            f"{variable}: expected a whole number from 0 to 1000000 (0 = off), got {bad!r}"
+        )
+
+
+@pytest.mark.parametrize("variable", ["HTTP_HEADER_TIMEOUT_SECS", "AUTH_FAILURE_WINDOW_SECS"])
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf", "86401"])
+def test_edge_durations_must_be_positive_and_bounded(variable: str, value: str) -> None:
+    error = error_for({**BASE, variable: value})
+
+    assert error.variable == variable
+    assert "greater than 0" in str(error)
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "many"])
+def test_rate_limit_max_violations_is_at_least_one(value: str) -> None:
+    assert str(error_for({**BASE, "RATE_LIMIT_MAX_VIOLATIONS": value})) == (
+        f"RATE_LIMIT_MAX_VIOLATIONS: expected a whole number from 1 to 1000000, got {value!r}"
+    )
 
 
 def test_leeway_may_be_zero_but_not_negative() -> None:

@@ -24,9 +24,16 @@ from pm_ws import (
 from prometheus_client import CollectorRegistry
 
 from pm_server import api, probes
+from pm_server.address_limits import AuthFailureLimiter, auth_failure_middleware
 from pm_server.config import Settings
 from pm_server.cors import allow_cors
 from pm_server.demo import add_demo_routes
+from pm_server.descriptors import (
+    check_connection_budget,
+    quiet_accept_errors,
+    raise_open_files_limit,
+)
+from pm_server.edge import EdgePolicy, EdgeRunner
 from pm_server.logs import AccessLogger
 from pm_server.state import GATEWAY, METRICS_REGISTRY, SETTINGS, STARTED_AT, VERSION
 
@@ -36,6 +43,15 @@ logger = logging.getLogger(__name__)
 # SYNs when a fleet of clients reconnects at once after a deploy, and each drop
 # costs the client a one-second retransmit.
 _LISTEN_BACKLOG = 2048
+# An idle kept-alive HTTP connection is closed after this long (nginx's default;
+# aiohttp's own, 3630 s, lets idle sockets pile up).
+_KEEPALIVE_SECS = 75.0
+# Request line and header field limit. aiohttp's 8190 refused a token of SPEC's
+# maximum (8 KiB) with a plain-text 400; with room to spare, an oversized token
+# reaches pm_auth and gets its JSON 401 INVALID_TOKEN. Larger heads get a JSON 431.
+_MAX_HEAD_LINE_BYTES = 16 * 1024
+# The routes that answer 401, whose failures MAX_AUTH_FAILURES_PER_IP counts.
+_AUTHENTICATED_PREFIXES = ("/ws", "/api/")
 
 
 def build_app(settings: Settings) -> web.Application:
@@ -60,6 +76,7 @@ def build_app(settings: Settings) -> web.Application:
                 rate_limit_window_secs=settings.rate_limit_window_secs,
                 heartbeat_interval_secs=settings.heartbeat_interval_secs,
                 heartbeat_timeout_secs=settings.heartbeat_timeout_secs,
+                max_consecutive_rate_limited=settings.rate_limit_max_violations,
             ),
             allowed_origins=(
                 frozenset(settings.ws_allowed_origins)
@@ -70,7 +87,15 @@ def build_app(settings: Settings) -> web.Application:
             shutdown_timeout_secs=settings.shutdown_timeout_secs,
         ),
     )
-    app = web.Application(client_max_size=max(settings.max_message_bytes, 4096))
+    middlewares = []
+    if settings.max_auth_failures_per_ip:
+        limiter = AuthFailureLimiter(
+            settings.max_auth_failures_per_ip, settings.auth_failure_window_secs
+        )
+        middlewares.append(auth_failure_middleware(limiter, _AUTHENTICATED_PREFIXES))
+    app = web.Application(
+        client_max_size=max(settings.max_message_bytes, 4096), middlewares=middlewares
+    )
     app[GATEWAY] = gateway
     app[SETTINGS] = settings
     app[METRICS_REGISTRY] = registry
@@ -138,12 +163,17 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
     """Serve until SIGTERM or SIGINT, then drain (SPEC §4) and return the exit code.
 
     The first signal turns readiness to 503 and refuses upgrades at once, then
-    drains; a second signal exits the process immediately.
+    drains; a second signal exits the process immediately. Raises the
+    open-files limit to its hard limit first (warning when `MAX_CONNECTIONS`
+    does not fit), and logs running out of descriptors at most every few
+    seconds.
     """
+    check_connection_budget(settings.max_connections, raise_open_files_limit())
     app = build_app(settings)
     gateway = app[GATEWAY]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    quiet_accept_errors(loop)
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -155,11 +185,18 @@ async def serve(settings: Settings, *, reuse_port: bool = False) -> int:
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    runner = web.AppRunner(
+    runner = EdgeRunner(
         app,
+        policy=EdgePolicy(
+            header_timeout_secs=settings.http_header_timeout_secs,
+            max_pending_per_address=settings.max_pending_upgrades_per_ip,
+        ),
         access_log_class=AccessLogger,
         handle_signals=False,
         shutdown_timeout=settings.shutdown_timeout_secs + 5,
+        keepalive_timeout=_KEEPALIVE_SECS,
+        max_line_size=_MAX_HEAD_LINE_BYTES,
+        max_field_size=_MAX_HEAD_LINE_BYTES,
     )
     try:
         await runner.setup()

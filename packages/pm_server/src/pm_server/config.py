@@ -77,12 +77,17 @@ VARIABLES: Final[tuple[Variable, ...]] = (
     Variable("MAX_CONNECTIONS", "10000"),
     Variable("RATE_LIMIT_MAX_REQUESTS", "100"),
     Variable("RATE_LIMIT_WINDOW_SECS", "60"),
+    Variable("RATE_LIMIT_MAX_VIOLATIONS", "20"),
     Variable("SEND_QUEUE_SIZE", "1024"),
     Variable("MAX_MESSAGE_BYTES", "65536"),
     Variable("MAX_SUBSCRIPTIONS_PER_CONNECTION", "1000"),
     Variable("HEARTBEAT_INTERVAL_SECS", "30"),
     Variable("HEARTBEAT_TIMEOUT_SECS", "10"),
     Variable("SHUTDOWN_TIMEOUT_SECS", "30"),
+    Variable("HTTP_HEADER_TIMEOUT_SECS", "10"),
+    Variable("MAX_PENDING_UPGRADES_PER_IP", "0"),
+    Variable("MAX_AUTH_FAILURES_PER_IP", "0"),
+    Variable("AUTH_FAILURE_WINDOW_SECS", "60"),
     Variable("BROKER_URL", "memory://"),
     Variable("HISTORY_SIZE", "1000"),
     Variable("HISTORY_TTL_SECS", "300"),
@@ -111,8 +116,10 @@ class Settings:
     `ws_allowed_origins` and `allowed_tenants` are `None` for "any";
     `cors_allowed_origins` is empty for "none" and `("*",)` for any origin;
     `publish_api_key` and `admin_api_key` are `None` when that endpoint is off;
-    `log_colored` is `None` for "when stderr is a terminal". Secrets and the
-    public key are left out of `repr()`; log `redacted()` instead.
+    `log_colored` is `None` for "when stderr is a terminal";
+    `max_pending_upgrades_per_ip` and `max_auth_failures_per_ip` are 0 for "no
+    limit" (the default: behind a proxy every client has the proxy's address).
+    Secrets and the public key are left out of `repr()`; log `redacted()` instead.
     """
 
     jwt_secret: str | None = field(default=None, repr=False)
@@ -126,12 +133,17 @@ class Settings:
     max_connections: int = 10000
     rate_limit_max_requests: int = 100
     rate_limit_window_secs: float = 60.0
+    rate_limit_max_violations: int = 20
     send_queue_size: int = 1024
     max_message_bytes: int = 65536
     max_subscriptions_per_connection: int = 1000
     heartbeat_interval_secs: float = 30.0
     heartbeat_timeout_secs: float = 10.0
     shutdown_timeout_secs: float = 30.0
+    http_header_timeout_secs: float = 10.0
+    max_pending_upgrades_per_ip: int = 0
+    max_auth_failures_per_ip: int = 0
+    auth_failure_window_secs: float = 60.0
     broker_url: str = "memory://"
     history_size: int = 1000
     history_ttl_secs: float = 300.0
@@ -225,6 +237,7 @@ def load_settings(
         max_connections=values.whole("MAX_CONNECTIONS", 10000, 1_000_000),
         rate_limit_max_requests=values.whole("RATE_LIMIT_MAX_REQUESTS", 100, _UINT32_MAX),
         rate_limit_window_secs=values.seconds("RATE_LIMIT_WINDOW_SECS", 60.0, high=86400),
+        rate_limit_max_violations=values.whole("RATE_LIMIT_MAX_VIOLATIONS", 20, 1_000_000),
         send_queue_size=values.whole("SEND_QUEUE_SIZE", 1024, 1_000_000),
         max_message_bytes=values.whole("MAX_MESSAGE_BYTES", 65536, _MAX_MESSAGE_BYTES),
         max_subscriptions_per_connection=values.whole(
@@ -233,6 +246,14 @@ def load_settings(
         heartbeat_interval_secs=values.seconds("HEARTBEAT_INTERVAL_SECS", 30.0, high=3600),
         heartbeat_timeout_secs=values.seconds("HEARTBEAT_TIMEOUT_SECS", 10.0, high=3600),
         shutdown_timeout_secs=values.seconds("SHUTDOWN_TIMEOUT_SECS", 30.0, high=3600),
+        http_header_timeout_secs=values.seconds("HTTP_HEADER_TIMEOUT_SECS", 10.0, high=3600),
+        max_pending_upgrades_per_ip=values.whole(
+            "MAX_PENDING_UPGRADES_PER_IP", 0, 1_000_000, zero_ok=True
+        ),
+        max_auth_failures_per_ip=values.whole(
+            "MAX_AUTH_FAILURES_PER_IP", 0, 1_000_000, zero_ok=True
+        ),
+        auth_failure_window_secs=values.seconds("AUTH_FAILURE_WINDOW_SECS", 60.0, high=86400),
         broker_url=broker_url,
         history_size=values.whole("HISTORY_SIZE", 1000, 1_000_000),
         history_ttl_secs=values.seconds("HISTORY_TTL_SECS", 300.0, high=7 * 86400),
@@ -283,13 +304,15 @@ class _Values:
         value = self._environ.get(name, "").strip()
         return value or None
 
-    def whole(self, name: str, default: int, high: int) -> int:
+    def whole(self, name: str, default: int, high: int, *, zero_ok: bool = False) -> int:
         text = self.get(name)
         if text is None:
             return default
-        if text.isascii() and text.isdigit() and 1 <= int(text) <= high:
+        low = 0 if zero_ok else 1
+        if text.isascii() and text.isdigit() and low <= int(text) <= high:
             return int(text)
-        raise ConfigError(name, f"expected a whole number from 1 to {high}, got {text!r}")
+        off = " (0 = off)" if zero_ok else ""
+        raise ConfigError(name, f"expected a whole number from {low} to {high}{off}, got {text!r}")
 
     def seconds(self, name: str, default: float, *, high: float, zero_ok: bool = False) -> float:
         text = self.get(name)

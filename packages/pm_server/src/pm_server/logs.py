@@ -7,6 +7,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from typing import Final, TextIO
 
 from aiohttp.abc import AbstractAccessLogger
@@ -164,6 +165,60 @@ class AccessLogger(AbstractAccessLogger):
     def enabled(self) -> bool:
         """Whether aiohttp should time requests for this logger at all."""
         return self.logger.isEnabledFor(logging.INFO)
+
+
+class ThrottledLog:
+    """At most one record per `interval_secs` for a condition that can repeat without end.
+
+    For what a flood can trigger thousands of times a second (malformed requests,
+    `accept()` out of descriptors): the first occurrence is logged at once, later
+    ones within the interval are only counted, and the next record that is
+    logged says how many were held back (also as a `suppressed` field). A
+    flood therefore costs one line per interval, never a full disk. The count
+    of the last interval of a flood is reported only if the condition recurs.
+    Not thread-safe: use it from one event loop.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        level: int,
+        interval_secs: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if interval_secs <= 0:
+            raise ValueError("interval_secs must be positive")
+        self._logger = logger
+        self._level = level
+        self._interval = interval_secs
+        self._clock = clock
+        self._next_at: float | None = None
+        self._held = 0
+
+    def log(self, message: str, *args: object) -> bool:
+        """Log `message % args` unless a record went out less than an interval ago.
+
+        Returns whether a record was written; when not, the occurrence is counted
+        for the next record.
+        """
+        now = self._clock()
+        if self._next_at is not None and now < self._next_at:
+            self._held += 1
+            return False
+        held, self._held = self._held, 0
+        self._next_at = now + self._interval
+        if not held:
+            self._logger.log(self._level, message, *args)
+            return True
+        self._logger.log(
+            self._level,
+            f"{message} (and %d more since the last report)",
+            *args,
+            held,
+            extra={"suppressed": held},
+        )
+        return True
 
 
 class _ServerHandler(logging.StreamHandler[TextIO]):
