@@ -114,6 +114,8 @@ class TcpProxy:
         self._writers: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._open = True
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     @property
@@ -136,6 +138,14 @@ class TcpProxy:
     def restore(self) -> None:
         self._open = True
 
+    def hold(self) -> None:
+        """Keep what clients send from reaching Redis (as a stalled Redis would not read it)."""
+        self._flowing.clear()
+
+    def release(self) -> None:
+        """Forward everything held, late: Redis then runs what its clients gave up on."""
+        self._flowing.set()
+
     async def close(self) -> None:
         await self.cut()
         if self._server is not None:
@@ -152,14 +162,18 @@ class TcpProxy:
             writer.close()
             return
         self._writers.update((writer, up_writer))
-        for source, sink in ((reader, up_writer), (up_reader, writer)):
-            task = asyncio.create_task(self._pipe(source, sink))
+        for source, sink, upstream in ((reader, up_writer, True), (up_reader, writer, False)):
+            task = asyncio.create_task(self._pipe(source, sink, upstream=upstream))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pipe(self, source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, upstream: bool
+    ) -> None:
         try:
             while data := await source.read(65536):
+                if upstream:
+                    await self._flowing.wait()
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pm_ws._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
 from pm_ws.broker import DisconnectRequest, HistoryRead
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
-from pm_ws.exceptions import BrokerUnavailable
+from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 from pm_ws.redis_broker import RedisBroker, _Feed
 from redis.crc import key_slot
 
@@ -178,6 +178,36 @@ async def test_a_stopped_redis_fails_publishes_and_health_until_it_is_back(
     assert after.position.seq == 1
     assert sink.events[-1].position == after.position
     assert (await broker.health()).ok
+
+
+async def test_a_publish_redis_runs_after_the_timeout_is_reported_as_outcome_unknown(
+    redis_proxy: TcpProxy, own_redis_server: RedisServer
+) -> None:
+    prefix = "stall"
+    stalled = RedisBroker(redis_proxy.url, key_prefix=prefix, timeout_secs=0.2)
+    direct = RedisBroker(own_redis_server.url, key_prefix=prefix, timeout_secs=2)
+    await stalled.start()
+    await direct.start()
+    try:
+        await stalled.publish(draft("warm-up", GLOBEX))  # Redis knows the script now
+        redis_proxy.hold()
+        with pytest.raises(PublishOutcomeUnknown) as raised:
+            await stalled.publish(draft("e1"))
+        redis_proxy.release()  # Redis reads the script late, and runs it
+        async with asyncio.timeout(5):
+            while True:
+                if (await direct.position(ACME)).seq == 1:
+                    break
+                await asyncio.sleep(0.01)
+        retried = await direct.publish(draft("e1"))
+    finally:
+        await stalled.close()
+        await direct.close()
+
+    assert isinstance(raised.value, BrokerUnavailable)
+    assert "retry with the same event_id" in raised.value.message
+    assert retried.duplicate
+    assert retried.position.seq == 1
 
 
 async def test_start_fails_when_redis_cannot_be_reached() -> None:

@@ -33,6 +33,7 @@ from pm_ws.exceptions import (
     LimitExceeded,
     PmWsError,
     ProtocolError,
+    PublishOutcomeUnknown,
     UnsupportedBrokerUrl,
 )
 from pm_ws.gateway import Gateway, GatewayOptions, TenantCheck
@@ -73,6 +74,7 @@ __all__ = [
     "MemoryBroker",
     "PmWsError",
     "ProtocolError",
+    "PublishOutcomeUnknown",
     "PublishResult",
     "RedisBroker",
     "Scope",

@@ -132,7 +132,8 @@ def decode_channel_message(tenant_id: TenantId, data: bytes) -> Event | Disconne
     if kind == DISCONNECT_MESSAGE:
         try:
             body = json.loads(data[1:])
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
+            # Deep nesting exhausts the parser's recursion; the broker only catches ValueError.
             raise ValueError("undecodable disconnect message") from exc
         if not isinstance(body, dict):
             raise ValueError("disconnect message is not an object")

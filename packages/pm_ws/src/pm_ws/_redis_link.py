@@ -15,13 +15,18 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from pm_ws import _redis_lua
-from pm_ws.exceptions import BrokerUnavailable
+from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 
 _LOG = logging.getLogger(__name__)
 
 UNAVAILABLE: Final = "event broker unavailable"
+OUTCOME_UNKNOWN: Final = (
+    "the event broker did not answer in time; the event may have been stored: "
+    "retry with the same event_id"
+)
 
 
 def _unavailable(what: str, exc: BaseException) -> BrokerUnavailable:
@@ -142,9 +147,18 @@ class RedisLink:
         self._read = self._client.register_script(_redis_lua.READ)
 
     async def run_publish(self, keys: Sequence[bytes], args: Sequence[bytes | int]) -> Any:
-        """Run the publish script (EVALSHA, loading it when Redis lost it)."""
+        """Run the publish script (EVALSHA, loading it when Redis lost it).
+
+        Raises:
+            PublishOutcomeUnknown: Redis did not answer within the timeout; a stalled
+                Redis runs the script when it wakes, so the event may be stored.
+            BrokerUnavailable: Redis refused or failed the command.
+        """
         try:
             return await self._publish(keys=list(keys), args=list(args))
+        except RedisTimeoutError as exc:
+            _LOG.debug("redis publish timed out: %s", exc)
+            raise PublishOutcomeUnknown(OUTCOME_UNKNOWN) from exc
         except (RedisError, OSError) as exc:
             raise _unavailable("publish", exc) from exc
 

@@ -3,6 +3,7 @@
     PmWsError
     ├── BrokerError
     │   ├── BrokerUnavailable        the broker cannot be reached; retry later
+    │   │   └── PublishOutcomeUnknown    a publish timed out after it was sent: it may be stored
     │   └── UnsupportedBrokerUrl     no backend for that URL scheme, or its extra is missing
     ├── LimitExceeded                a connection slot was refused (CONNECTION_LIMIT)
     └── ProtocolError                a client frame the engine will not process
@@ -38,6 +39,18 @@ class BrokerUnavailable(BrokerError):
     """The broker is unreachable; the operation did not happen and may be retried."""
 
     code = "BROKER_UNAVAILABLE"
+
+
+class PublishOutcomeUnknown(BrokerUnavailable):
+    """A publish was sent but not answered in time: it may or may not have been stored.
+
+    A broker that stalls longer than the timeout (a Redis busy in a slow script, a
+    fork, `DEBUG SLEEP`) runs the command when it wakes, after the caller gave
+    up. Nothing can tell which from here; retrying with the same `event_id` is
+    safe (an id still in history is not published twice) and settles it.
+    """
+
+    code = "PUBLISH_OUTCOME_UNKNOWN"
 
 
 class UnsupportedBrokerUrl(BrokerError):

@@ -32,7 +32,7 @@ from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandRouter
 from pm_ws.deadlines import DeadlineWheel
 from pm_ws.events import ConnectionId, EventDraft, StreamPosition, TenantId, UserId
-from pm_ws.exceptions import BrokerUnavailable, LimitExceeded
+from pm_ws.exceptions import BrokerUnavailable, LimitExceeded, PublishOutcomeUnknown
 from pm_ws.limits import GatewayLimits
 from pm_ws.log_context import ConnectionLogContext, connection_log_context
 from pm_ws.metrics import GatewayMetrics
@@ -211,11 +211,16 @@ class Gateway:
         """Publish an event through the broker, timing it.
 
         Raises:
+            PublishOutcomeUnknown: the broker did not answer in time; the event may
+                have been stored (and delivered). Retry with the same `event_id`.
             BrokerUnavailable: the event was not stored; nothing was delivered.
         """
         started = time.perf_counter()
         try:
             result = await self.broker.publish(draft)
+        except PublishOutcomeUnknown:
+            self.metrics.broker_publish.labels("unknown").observe(time.perf_counter() - started)
+            raise
         except BrokerUnavailable:
             self.metrics.broker_publish.labels("unavailable").observe(time.perf_counter() - started)
             raise

@@ -277,7 +277,9 @@ class RedisBroker:
         attempt.
 
         Raises:
-            BrokerUnavailable: Redis unreachable, timed out or refusing.
+            PublishOutcomeUnknown: Redis did not answer in time; the event may be
+                stored (a retry with the same event_id settles it).
+            BrokerUnavailable: Redis unreachable or refusing; nothing was stored.
         """
         self._check_open()
         keys = TenantKeys.of(self._prefix, draft.tenant_id)
