@@ -1,14 +1,20 @@
-"""`pm-server --workers 2`: two processes on one port, sharing Redis, drained together."""
+"""`pm-server --workers 2`: one port, shared Redis; a dead worker restarted alone, all drained."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiohttp
+import pm_proto as pb
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.redis.harness import (
     ADMIN_KEY,
@@ -18,17 +24,28 @@ from tests.redis.harness import (
     RedisProcess,
     ServerProcess,
     event_ids,
+    eventually,
     free_port,
     new_tenant,
     publish,
     server_environment,
 )
+from tests.redis.worker_chaos import (
+    LiveProbe,
+    Publisher,
+    parent_pid,
+    started_workers,
+    wait_gone,
+)
 
 WORKERS = 2
+# A worker's start-up is mostly imports: seconds when both cores are busy, and
+# two start at once. Waits for it get longer than the harness's WAIT_SECS.
+STARTUP_SECS = 30.0
 
 
-async def _connections_by_worker(server: ServerProcess, tenant: str, expected: set[str]) -> int:
-    """How many workers hold the tenant's connections (`expected`, by connection id).
+async def _worker_views(server: ServerProcess, tenant: str, expected: set[str]) -> list[set[str]]:
+    """The tenant's connections (`expected`, by connection id) as each worker holds them.
 
     Each request goes over a new TCP connection, which the kernel hands to
     either worker; a worker's answer lists only its own connections. Asking
@@ -50,7 +67,27 @@ async def _connections_by_worker(server: ServerProcess, tenant: str, expected: s
             views.add(frozenset(c["connection_id"] for c in answer["connections"]))
     assert frozenset().union(*views) == expected
     assert sum(len(view) for view in views) == len(expected)  # no connection counted twice
-    return sum(1 for view in views if view)
+    return [set(view) for view in views]
+
+
+async def _clients_on_every_worker(
+    server: ServerProcess, connect: ClientFactory, tenant: str, clients: Sequence[Client] = ()
+) -> tuple[list[Client], list[set[str]]]:
+    """Connect clients of `tenant` until every worker holds at least one of them.
+
+    The kernel picks a worker per connection; `clients` already connected count.
+    Returns every client and each worker's connection ids.
+    """
+    clients = list(clients)
+    while True:
+        # Fewer clients than workers can't be on every worker (and all-empty views look alike).
+        if len(clients) >= WORKERS:
+            ids = {c.welcome.connection_id for c in clients}
+            views = await _worker_views(server, tenant, ids)
+            if all(views):
+                return clients, views
+        assert len(clients) < 32, "every connection went to the same worker"
+        clients.append(await connect(server, tenant))
 
 
 async def test_two_workers_share_one_port_deliver_across_workers_and_drain_on_sigterm(
@@ -64,19 +101,9 @@ async def test_two_workers_share_one_port_deliver_across_workers_and_drain_on_si
     )
     try:
         supervisor.start()
-        supervisor.wait_until_listening(count=WORKERS)
+        supervisor.wait_for_log("listening on", count=WORKERS, timeout=STARTUP_SECS)
         tenant = new_tenant()
-        clients: list[Client] = []
-        # The kernel picks a worker per connection: connect until both hold clients.
-        while (
-            len(clients) < 2
-            or await _connections_by_worker(
-                supervisor, tenant, {c.welcome.connection_id for c in clients}
-            )
-            < WORKERS
-        ):
-            assert len(clients) < 32, "every connection went to the same worker"
-            clients.append(await redis_clients(supervisor, tenant))
+        clients, _ = await _clients_on_every_worker(supervisor, redis_clients, tenant)
         for client in clients:
             await client.subscribe("p1")
 
@@ -93,6 +120,158 @@ async def test_two_workers_share_one_port_deliver_across_workers_and_drain_on_si
         assert await supervisor.await_exit() == 0
         assert supervisor.count("Graceful shutdown complete") == WORKERS
         assert [p.seq for p in published] == [1, 2, 3, 4]
+    finally:
+        supervisor.close()
+
+
+async def test_a_killed_worker_is_restarted_while_the_other_keeps_serving_and_sigterm_drains_all(
+    redis_server: RedisProcess,
+    tmp_path: Path,
+    redis_clients: ClientFactory,
+    redis_http: aiohttp.ClientSession,
+) -> None:
+    supervisor = ServerProcess(
+        "workers", tmp_path, {"BROKER_URL": redis_server.url()}, args=["--workers", str(WORKERS)]
+    )
+    try:
+        supervisor.start()
+        supervisor.wait_for_log("listening on", count=WORKERS, timeout=STARTUP_SECS)
+        first = started_workers(supervisor)
+        assert len(first) == WORKERS
+        victim_slot, victim = "pm-server-1", first["pm-server-1"]
+        survivor = first["pm-server-0"]
+        assert parent_pid(victim) == parent_pid(survivor)  # both the supervisor's children
+        tenant = new_tenant()
+        clients, views = await _clients_on_every_worker(supervisor, redis_clients, tenant)
+        for client in clients:
+            await client.subscribe("p1")
+
+        async with (
+            LiveProbe(supervisor.base_url) as probe,
+            Publisher(supervisor.base_url, tenant, "p1") as publisher,
+        ):
+            await publisher.wait_for(3)
+            killed_at = time.monotonic()
+            os.kill(victim, signal.SIGKILL)
+            await wait_gone(victim)
+            gone_at = time.monotonic()
+            published_before = len(publisher.published)
+
+            # The victim's clients lost their connection; the others did not notice.
+            kept, lost = set(), set()
+            for client in clients:
+                try:
+                    await client.request(pb.ClientMessage(ping=pb.Ping(client_time_ms=1)))
+                    kept.add(client.welcome.connection_id)
+                except ConnectionClosed:
+                    lost.add(client.welcome.connection_id)
+            assert sorted([kept, lost], key=sorted) == sorted(views, key=sorted)
+            survivors = [c for c in clients if c.welcome.connection_id in kept]
+
+            await supervisor.await_log(
+                f"worker {victim_slot} (pid {victim}) died with signal SIGKILL; restarting in 0.5 s"
+            )
+            await supervisor.await_log("listening on", count=WORKERS + 1, within=STARTUP_SECS)
+            back_at = time.monotonic()
+            published_during = len(publisher.published) - published_before
+            await publisher.wait_for(len(publisher.published) + 3)
+
+            async def probed_since_back() -> bool:
+                return probe.answered_since(back_at) >= 3
+
+            await eventually(probed_since_back, lambda: f"/live probes: {probe.probes[-5:]}")
+
+        # The port answered throughout: only a probe under way while the victim died failed.
+        failed = [p for p in probe.failures() if not p.overlaps(killed_at, gone_at)]
+        assert failed == [], f"killed at {killed_at}, gone at {gone_at}"
+        assert probe.answered_since(gone_at) >= 3
+        # Events published before, during and after the gap all reached the survivors, once each.
+        assert published_during > 0
+        published = publisher.published
+        assert [p.seq for p in published] == list(range(1, len(published) + 1))
+        for client in survivors:
+            assert event_ids(await client.events(len(published))) == [p.event_id for p in published]
+
+        replacement = started_workers(supervisor)[victim_slot]
+        assert replacement != victim
+        assert parent_pid(replacement) == parent_pid(survivor)
+        # The replacement serves: new connections land on it too, and it delivers.
+        clients, _ = await _clients_on_every_worker(supervisor, redis_clients, tenant, survivors)
+        for client in clients[len(survivors) :]:
+            await client.subscribe("p1")
+        after = [await publish(redis_http, supervisor, tenant, "p1") for _ in range(2)]
+        for client in clients:
+            assert event_ids(await client.events(2)) == [p.event_id for p in after]
+
+        supervisor.signal()
+        for client in clients:
+            code, before_close = await client.closed()
+            assert code == 1001
+            assert [m.WhichOneof("payload") for m in before_close] == ["closing"]
+        assert await supervisor.await_exit() == 0
+        assert supervisor.count("Graceful shutdown complete") == WORKERS
+        assert supervisor.count("restarting in") == 1
+    finally:
+        supervisor.close()
+
+
+async def test_workers_that_can_never_start_make_the_supervisor_give_up_with_exit_1(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    # Another program holds the port without SO_REUSEPORT: every worker's bind fails,
+    # which configuration can't check in advance.
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        supervisor = ServerProcess(
+            "crash-loop",
+            tmp_path,
+            {"BROKER_URL": redis_server.url()},
+            args=["--workers", str(WORKERS)],
+            port=taken.getsockname()[1],
+        )
+        try:
+            supervisor.start()
+            # Backoff 0.5 + 1 + 2 + 4 s, plus five start-ups of a worker.
+            code = await supervisor.await_exit(within=90)
+        finally:
+            supervisor.close()
+
+    assert code == 1
+    [giving_up] = [line for line in supervisor.lines if "giving up" in line]
+    assert "exited with code 1: 5 deaths within 60 s, a crash loop" in giving_up
+    assert "draining the other workers, then exiting 1" in giving_up
+    for delay in ("0.5", "1", "2", "4"):
+        assert supervisor.count(f"exited with code 1; restarting in {delay} s") >= 1
+    assert supervisor.count("cannot listen on") >= 5
+    assert "Traceback" not in supervisor.log
+
+
+async def test_a_second_sigterm_kills_every_worker_at_once(
+    redis_server: RedisProcess, tmp_path: Path
+) -> None:
+    supervisor = ServerProcess(
+        "workers", tmp_path, {"BROKER_URL": redis_server.url()}, args=["--workers", str(WORKERS)]
+    )
+    try:
+        supervisor.start()
+        supervisor.wait_for_log("listening on", count=WORKERS, timeout=STARTUP_SECS)
+        workers = started_workers(supervisor)
+        # A stopped worker can't drain: the supervisor is still waiting for it
+        # when the second signal comes, however fast the other one drains.
+        os.kill(workers["pm-server-1"], signal.SIGSTOP)
+
+        supervisor.signal()
+        await supervisor.await_log(f"received SIGTERM: draining {WORKERS} workers")
+        await supervisor.await_log("Graceful shutdown complete")  # pm-server-0's
+        supervisor.signal()
+
+        assert await supervisor.await_exit() == 128 + signal.SIGTERM
+        for pid in workers.values():
+            await wait_gone(pid)
+        assert supervisor.count("received SIGTERM again: killing") == 1
+        assert supervisor.count("Graceful shutdown complete") == 1
+        assert supervisor.count("restarting in") == 0
     finally:
         supervisor.close()
 
