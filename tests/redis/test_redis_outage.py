@@ -59,6 +59,7 @@ async def test_during_a_redis_outage_connections_stay_and_the_servers_report_it(
             assert live == (200, "OK")
             assert publish_status == 503
             assert publish_answer["code"] == "BROKER_UNAVAILABLE"
+            assert publish_answer["event_id"]  # made by the server: the retry is idempotent
         for client in clients:
             await client.ping()
         # An operator's disconnect still closes what it can reach, and says what it couldn't.

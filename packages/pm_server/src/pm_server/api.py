@@ -25,6 +25,7 @@ from pm_ws import (
     DisconnectRequest,
     EventDraft,
     ProtocolError,
+    PublishOutcomeUnknown,
     Scope,
     TenantId,
     UserId,
@@ -273,7 +274,10 @@ async def publish(request: web.Request) -> web.StreamResponse:
     (`application/json`) and answers in the same type. 400 for bad input (see
     `parse_publish_request`), 413 over `MAX_MESSAGE_BYTES`, 415 for another
     content type, 503 when the broker could not store the event (it was not
-    delivered either: retry with the same `event_id`).
+    delivered either: retry with the same `event_id`), 504
+    `PUBLISH_OUTCOME_UNKNOWN` when the broker took the event but did not answer in
+    time (it may be stored and delivered). Both error bodies carry the `event_id`
+    (made here when the request had none), so the retry is idempotent.
     """
     settings = request.app[SETTINGS]
     content_type = request.content_type
@@ -288,10 +292,17 @@ async def publish(request: web.Request) -> web.StreamResponse:
         message = parse_publish_request(body, content_type)
     except ProtocolError as exc:
         return error(400, exc.code, exc.message, exc.field)
+    draft = _draft(message)
     try:
-        result = await request.app[GATEWAY].publish(_draft(message))
+        result = await request.app[GATEWAY].publish(draft)
+    except PublishOutcomeUnknown as exc:
+        return _unstored(504, exc, draft.event_id)
     except BrokerUnavailable:
-        return error(503, "BROKER_UNAVAILABLE", "the event broker is unavailable; retry")
+        return _unstored(
+            503,
+            BrokerUnavailable("the event broker is unavailable; retry with the same event_id"),
+            draft.event_id,
+        )
     answer = pb.PublishResponse(
         event_id=result.event_id,
         position=pb.StreamPosition(epoch=result.position.epoch, seq=result.position.seq),
@@ -299,6 +310,12 @@ async def publish(request: web.Request) -> web.StreamResponse:
     if content_type == CONTENT_TYPE_PROTOBUF:
         return web.Response(body=answer.SerializeToString(), content_type=CONTENT_TYPE_PROTOBUF)
     return web.json_response(json_format.MessageToDict(answer))
+
+
+def _unstored(status: int, exc: BrokerUnavailable, event_id: str) -> web.Response:
+    return web.json_response(
+        {"code": exc.code, "message": exc.message, "event_id": event_id}, status=status
+    )
 
 
 def _draft(message: pb.PublishRequest) -> EventDraft:
