@@ -607,7 +607,10 @@ def test_bad_tenant_lists_are_refused(value: str) -> None:
 
 
 @pytest.mark.parametrize("variable", ["PUBLISH_API_KEY", "ADMIN_API_KEY"])
-@pytest.mark.parametrize("key", ["short-key", "has a space inside it"])
+@pytest.mark.parametrize(
+    "key",
+    ["short-key", "has a space inside it", "ключ-не-ascii-0123456789", "tab\there-0123456789"],
+)
 def test_weak_api_keys_are_refused_without_echoing_them(variable: str, key: str) -> None:
     error = error_for({**BASE, variable: key})
 

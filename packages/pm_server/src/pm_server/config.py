@@ -500,10 +500,11 @@ def _api_key(values: _Values, name: str, *, dev: bool) -> str | None:
     key = values.get(name)
     if key is None:
         return secrets.token_urlsafe(32) if dev else None
-    if len(key) < MIN_API_KEY_CHARS or any(c.isspace() for c in key) or _CONTROL.search(key):
+    # Visible ASCII only: a key must travel in an `Authorization: Bearer` header.
+    if len(key) < MIN_API_KEY_CHARS or not all("!" <= c <= "~" for c in key):
         raise ConfigError(
             name,
-            f"expected at least {MIN_API_KEY_CHARS} characters without spaces "
+            f"expected at least {MIN_API_KEY_CHARS} visible ASCII characters, no spaces "
             f"(e.g. {_KEYGEN_COMMAND}), or unset to turn the endpoint off",
         )
     return key
