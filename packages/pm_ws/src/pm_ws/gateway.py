@@ -325,6 +325,7 @@ class Gateway:
                 raise
             await self._serve(ws, session, position)
             await socket.finished()
+            _drop_traceback(ws.exception())
         return ws
 
     async def _serve(
@@ -384,6 +385,17 @@ class Gateway:
         if field is not None:
             body["field"] = field
         return web.json_response(body, status=status)
+
+
+def _drop_traceback(error: BaseException | None) -> None:
+    # A peer that vanished leaves aiohttp's WebSocketResponse holding the write error
+    # (chained to the read's EofStream), whose tracebacks hold the frames that hold
+    # the response: a cycle keeping the whole connection until a full collection,
+    # which the server makes rare. Without the tracebacks, it goes with the handler.
+    while error is not None:
+        chained = error.__context__ or error.__cause__
+        error.__traceback__ = error.__context__ = error.__cause__ = None
+        error = chained
 
 
 def _deadline_resolution(limits: GatewayLimits) -> float:

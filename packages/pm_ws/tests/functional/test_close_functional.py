@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
+import weakref
 from typing import Any
 
 import pytest
@@ -108,3 +110,24 @@ async def test_a_slow_client_that_finishes_closing_within_the_grace_leaves_no_er
 
     assert errors == []
     slow.ws.transport.abort()
+
+
+async def test_a_peer_that_vanishes_leaves_no_cycle_holding_its_connection(
+    harness: Harness,
+) -> None:
+    client = await harness.connect_welcomed()
+    await client.subscribe(projects=("p1",))
+    session = next(iter(harness.gateway.registry))
+    response = weakref.ref(session.socket._ws)  # type: ignore[attr-defined]
+    del session
+    gc.collect()
+    gc.disable()  # what a vanished peer leaves must go by reference counting alone
+    try:
+        client.ws.transport.abort()  # no close frame: the connection is just lost
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                if response() is None:
+                    break
+                await asyncio.sleep(0.01)
+    finally:
+        gc.enable()
