@@ -1,6 +1,7 @@
 """Run every bench scenario against pm-server and the baseline hub; write JSON and Markdown.
 
     uv run python tools/bench/run.py [--quick | --smoke] [--repeat 3] [--out tools/bench/results]
+    uv run python tools/bench/run.py soak [--duration 600 ...]    # soak.py: pm-server alone, long
 
 Each (repeat, scenario, server) gets a fresh server process on a free loopback port and fresh
 Node load clients. Servers alternate which goes first from one repeat to the next.
@@ -215,6 +216,10 @@ def _notes(results: list[dict[str, Any]]) -> list[str]:
 
 def main() -> None:
     """Parse arguments, run the bench, write `bench-<timestamp>.json` and `.md` to `--out`."""
+    if sys.argv[1:2] == ["soak"]:
+        from soak import main as soak
+
+        soak(sys.argv[2:])
     args = _parser().parse_args()
     reason = node_available()
     if reason is not None:
