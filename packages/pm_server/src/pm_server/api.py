@@ -296,13 +296,10 @@ async def publish(request: web.Request) -> web.StreamResponse:
     try:
         result = await request.app[GATEWAY].publish(draft)
     except PublishOutcomeUnknown as exc:
-        return _unstored(504, exc, draft.event_id)
+        return _unstored(504, exc.code, exc.message, draft.event_id)
     except BrokerUnavailable:
-        return _unstored(
-            503,
-            BrokerUnavailable("the event broker is unavailable; retry with the same event_id"),
-            draft.event_id,
-        )
+        refusal = "the event broker is unavailable; retry with the same event_id"
+        return _unstored(503, "BROKER_UNAVAILABLE", refusal, draft.event_id)
     answer = pb.PublishResponse(
         event_id=result.event_id,
         position=pb.StreamPosition(epoch=result.position.epoch, seq=result.position.seq),
@@ -312,9 +309,9 @@ async def publish(request: web.Request) -> web.StreamResponse:
     return web.json_response(json_format.MessageToDict(answer))
 
 
-def _unstored(status: int, exc: BrokerUnavailable, event_id: str) -> web.Response:
+def _unstored(status: int, code: str, message: str, event_id: str) -> web.Response:
     return web.json_response(
-        {"code": exc.code, "message": exc.message, "event_id": event_id}, status=status
+        {"code": code, "message": message, "event_id": event_id}, status=status
     )
 
 
