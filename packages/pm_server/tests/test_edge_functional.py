@@ -5,6 +5,7 @@ These fail first if an aiohttp upgrade changes the internals `pm_server.edge` re
 
 import asyncio
 import base64
+import gc
 import json
 import os
 from collections.abc import AsyncIterator
@@ -186,3 +187,33 @@ async def test_handler_errors_are_still_aiohttp_500s_with_a_logged_traceback(
     assert b"a bug in a handler" not in body
     assert any(record.exc_info for record in caplog.records)
     writer.close()
+
+
+def lost_server_transports(port: int) -> int:
+    """Transports of the server's side of `port` that asyncio has let go but that still exist."""
+    return sum(
+        1
+        for thing in gc.get_objects()
+        if isinstance(thing, asyncio.Transport)
+        and getattr(thing, "_sock", 0) is None
+        and thing.get_extra_info("sockname", ("", 0))[1] == port
+    )
+
+
+async def test_a_closed_connection_leaves_nothing_for_the_collector() -> None:
+    runner, served = await start(EdgePolicy(header_timeout_secs=TIMEOUT))
+    gc.collect()
+    gc.disable()  # what a closed connection leaves must go by reference counting alone
+    try:
+        for _ in range(10):
+            reader, writer = await connect(served)
+            writer.write(b"GET /live HTTP/1.1\r\nHost: edge\r\nConnection: close\r\n\r\n")
+            assert (await read_response(reader))[0] == 200
+            # The server's FIN comes from closing its socket, after `connection_lost`.
+            assert await closed(reader)
+            writer.close()
+            await writer.wait_closed()
+        assert lost_server_transports(served.port) == 0
+    finally:
+        gc.enable()
+        await runner.cleanup()
