@@ -1,4 +1,4 @@
-"""pm_server's modules import each other in one direction only: no cycle, not even inside a function."""
+"""pm_server's modules import each other one way only: no cycle, not even inside a function."""
 
 import ast
 from pathlib import Path

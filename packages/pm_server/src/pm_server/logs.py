@@ -271,17 +271,6 @@ def configure_logging(
     logging.captureWarnings(True)
 
 
-def log_print(*values: object, sep: str | None = " ", **_: object) -> None:
-    """A `print` replacement for `aiohttp.web.run_app(print=log_print)`.
-
-    Sends aiohttp's start-up banner ("Running on ...") through logging at info,
-    so that in JSON format it is JSON like everything else.
-    """
-    message = (" " if sep is None else sep).join(str(value) for value in values).strip()
-    if message:
-        logging.getLogger("aiohttp.web").info(message)
-
-
 def redact_url(url: str) -> str:
     """`url` with any password (in the user info or a `password=` query) redacted.
 
