@@ -4,8 +4,10 @@ Usage: uv run python tools/gen_proto.py [--check]
 
 protoc names generated imports after the .proto paths (`from pm.v1 import ...`);
 the generated modules live in the `pm_proto.v1` package, so those imports are
-rewritten. With --check nothing is written: the exit code is 1 when the
-committed code differs from what this script would write.
+rewritten. Only `pm_proto/v1` is written (and stray files there deleted): the
+hand-written modules beside it, such as `pm_proto/contract.py`, are never touched.
+With --check nothing is written: the exit code is 1 when the committed code
+differs from what this script would write.
 """
 
 from __future__ import annotations

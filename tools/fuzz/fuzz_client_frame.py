@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fuzz target `client_frame`: any bytes a WebSocket client sends, through the frame validator.
 
-Checks `pm_ws.validator.decode_client_message` and `decode_request_id` as the
+Checks `pm_ws.client_messages.decode_client_message` and `decode_request_id` as the
 session calls them. Expected: a request that obeys every rule of SPEC §2
 "Validation" (checked here independently of the validator), or a
 `ProtocolError` coded DECODE_ERROR or INVALID_MESSAGE. Anything else that
@@ -17,7 +17,7 @@ import unicodedata
 
 import pm_proto as pb
 from pm_ws import ProtocolError
-from pm_ws.validator import (
+from pm_ws.client_messages import (
     CommandRequest,
     PingRequest,
     RefreshTokenRequest,

@@ -28,7 +28,7 @@ import {
   type Welcome,
 } from "./gen/pm/v1/server_pb.js";
 import { advance, isSeen, type Position } from "./position.js";
-import { CloseCode, planReconnect, type StopReason } from "./reconnect.js";
+import { CloseCode, planReconnect, WebSocketCloseCode, type StopReason } from "./reconnect.js";
 import { chunk, isEmpty, TopicSet, type TopicLists, type Topics } from "./subscriptions.js";
 import { jwtExpiresAtMs, refreshDelayMs, type TokenRequestReason } from "./token.js";
 import { UpdateQueue } from "./updates.js";
@@ -397,7 +397,7 @@ export class PmClient {
     } catch (error) {
       if (this.attempt === attempt) {
         this.emit("error", asClientError(error, "TOKEN_UNAVAILABLE", "the token provider failed"));
-        this.socketClosed(attempt, CloseCode.ABNORMAL, "no token");
+        this.socketClosed(attempt, WebSocketCloseCode.ABNORMAL, "no token");
       }
       return;
     }
@@ -411,7 +411,7 @@ export class PmClient {
       // A token with characters a subprotocol cannot carry, or a bad URL.
       this.emit("error", asClientError(error, "CONNECT_FAILED", "the WebSocket could not be opened"));
       this.tokenReason = "rejected";
-      this.socketClosed(attempt, CloseCode.ABNORMAL, "could not open");
+      this.socketClosed(attempt, WebSocketCloseCode.ABNORMAL, "could not open");
       return;
     }
     attempt.socket = socket;

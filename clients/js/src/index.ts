@@ -27,6 +27,7 @@ export {
   CloseCode,
   planReconnect,
   TERMINAL_CLOSE_CODES,
+  WebSocketCloseCode,
   type CloseFacts,
   type ReconnectPlan,
   type StopReason,

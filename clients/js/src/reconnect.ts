@@ -4,25 +4,23 @@
  */
 
 import { backoffDelay, DEFAULT_BACKOFF, type BackoffOptions, type Random } from "./backoff.js";
+import { CloseCode } from "./gen/pm/v1/common_pb.js";
 
-/** WebSocket close codes the gateway uses (RFC 6455's 1000-1011, ours 4000-4999). */
-export const CloseCode = Object.freeze({
-  NORMAL: 1000,
-  SERVER_SHUTDOWN: 1001,
-  PROTOCOL_ERROR: 1002,
+/**
+ * The close codes of the pm.v1 contract, generated from `pm.v1.CloseCode` in
+ * proto/pm/v1/common.proto: the one table the server and both clients read.
+ */
+export { CloseCode };
+
+/**
+ * RFC 6455 close codes the pm.v1 server never sends, but that a browser reports
+ * or a WebSocket layer may close with.
+ */
+export const WebSocketCloseCode = Object.freeze({
   UNSUPPORTED_DATA: 1003,
   /** Reported by browsers when the connection failed or dropped without a close frame. */
   ABNORMAL: 1006,
   INVALID_PAYLOAD: 1007,
-  POLICY_VIOLATION: 1008,
-  MESSAGE_TOO_BIG: 1009,
-  INTERNAL_ERROR: 1011,
-  TOKEN_EXPIRED: 4001,
-  IDENTITY_CHANGED: 4003,
-  SLOW_CLIENT: 4008,
-  HEARTBEAT_TIMEOUT: 4009,
-  OPERATOR_DISCONNECT: 4010,
-  BROADCAST_LAGGED: 4011,
 });
 
 /**
@@ -32,14 +30,14 @@ export const CloseCode = Object.freeze({
  * what the server refuses; 1002, 1003 and 1007 are the same kind of fault
  * reported by the WebSocket layer.
  */
-export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set([
+export const TERMINAL_CLOSE_CODES: ReadonlySet<number> = new Set<number>([
   CloseCode.PROTOCOL_ERROR,
-  CloseCode.UNSUPPORTED_DATA,
-  CloseCode.INVALID_PAYLOAD,
+  WebSocketCloseCode.UNSUPPORTED_DATA,
+  WebSocketCloseCode.INVALID_PAYLOAD,
   CloseCode.POLICY_VIOLATION,
   CloseCode.MESSAGE_TOO_BIG,
   CloseCode.IDENTITY_CHANGED,
-  CloseCode.OPERATOR_DISCONNECT,
+  CloseCode.DISCONNECTED_BY_OPERATOR,
 ]);
 
 /** What the client knows when a connection has ended. */

@@ -2,17 +2,25 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 
 import { backoffOptions } from "../src/backoff.js";
-import { CloseCode, planReconnect, type CloseFacts } from "../src/reconnect.js";
+import { CloseCode, planReconnect, WebSocketCloseCode, type CloseFacts } from "../src/reconnect.js";
 
 const backoff = backoffOptions({ initialMs: 100, maxMs: 1_000, jitter: 0 });
 const facts = (overrides: Partial<CloseFacts>): CloseFacts => ({
-  code: CloseCode.ABNORMAL,
+  code: WebSocketCloseCode.ABNORMAL,
   welcomed: true,
   attempt: 0,
   canRenewToken: true,
   ...overrides,
 });
 const plan = (overrides: Partial<CloseFacts>) => planReconnect(facts(overrides), backoff, () => 0);
+
+describe("CloseCode", () => {
+  it("is the generated pm.v1.CloseCode table, with the codes the server closes with", () => {
+    assert.equal(CloseCode.SLOW_CLIENT, 4008);
+    assert.equal(CloseCode.DISCONNECTED_BY_OPERATOR, 4010);
+    assert.equal(CloseCode[CloseCode.SERVER_SHUTDOWN], "SERVER_SHUTDOWN");
+  });
+});
 
 describe("planReconnect", () => {
   for (const code of [4003, 4010, 1008, 1009, 1002, 1003, 1007]) {

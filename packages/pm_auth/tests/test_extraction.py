@@ -5,7 +5,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pm_auth import (
     BEARER_SUBPROTOCOL_PREFIX,
-    MAX_TOKEN_LENGTH,
     SUBPROTOCOL,
     AuthError,
     InvalidAuthScheme,
@@ -16,6 +15,7 @@ from pm_auth import (
     token_from_authorization,
     token_from_subprotocols,
 )
+from pm_proto.contract import MAX_TOKEN_BYTES
 
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ1In0.c2lnbmF0dXJl"
 
@@ -55,12 +55,12 @@ def test_bearer_without_a_clean_token_is_an_invalid_token(header: str) -> None:
 
 
 def test_a_token_over_8_kib_is_refused_and_one_of_8_kib_accepted() -> None:
-    assert token_from_authorization("Bearer " + "a" * MAX_TOKEN_LENGTH) == "a" * MAX_TOKEN_LENGTH
+    assert token_from_authorization("Bearer " + "a" * MAX_TOKEN_BYTES) == "a" * MAX_TOKEN_BYTES
     with pytest.raises(InvalidToken):
-        token_from_authorization("Bearer " + "a" * (MAX_TOKEN_LENGTH + 1))
+        token_from_authorization("Bearer " + "a" * (MAX_TOKEN_BYTES + 1))
     with pytest.raises(InvalidToken):
         token_from_subprotocols(
-            [SUBPROTOCOL, BEARER_SUBPROTOCOL_PREFIX + "a" * (MAX_TOKEN_LENGTH + 1)]
+            [SUBPROTOCOL, BEARER_SUBPROTOCOL_PREFIX + "a" * (MAX_TOKEN_BYTES + 1)]
         )
 
 
@@ -130,7 +130,7 @@ def test_a_parsed_browser_header_yields_the_token() -> None:
 
 
 def _is_clean_token(token: str) -> bool:
-    return 0 < len(token) <= MAX_TOKEN_LENGTH and all("!" <= char <= "~" for char in token)
+    return 0 < len(token) <= MAX_TOKEN_BYTES and all("!" <= char <= "~" for char in token)
 
 
 @given(st.text() | st.text().map(lambda rest: "Bearer " + rest))

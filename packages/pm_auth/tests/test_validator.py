@@ -14,7 +14,6 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 from pm_auth import (
-    MAX_TOKEN_LENGTH,
     AuthError,
     Claims,
     InvalidClaim,
@@ -24,6 +23,7 @@ from pm_auth import (
     JwtValidator,
     TokenExpired,
 )
+from pm_proto.contract import MAX_TOKEN_BYTES
 
 NOW = 1_700_000_000
 SECRET = b"0123456789abcdef0123456789abcdef"  # exactly 32 bytes
@@ -290,12 +290,12 @@ def _signed_token_of_length(length: int) -> str:
 
 
 def test_a_token_of_exactly_8_kib_is_accepted() -> None:
-    assert hs_validator().validate(_signed_token_of_length(MAX_TOKEN_LENGTH)).sub == "user-1"
+    assert hs_validator().validate(_signed_token_of_length(MAX_TOKEN_BYTES)).sub == "user-1"
 
 
 def test_a_token_longer_than_8_kib_is_rejected_before_parsing() -> None:
     with pytest.raises(InvalidToken, match="longer than"):
-        hs_validator().validate(_signed_token_of_length(MAX_TOKEN_LENGTH + 1))
+        hs_validator().validate(_signed_token_of_length(MAX_TOKEN_BYTES + 1))
     with pytest.raises(InvalidToken):
         hs_validator().validate("garbage" * 2000)
 

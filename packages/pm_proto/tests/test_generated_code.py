@@ -23,6 +23,15 @@ def test_committed_code_matches_what_the_generator_writes() -> None:
     assert generator.stale_files(generator.generate()) == []
 
 
-def test_every_message_is_exported() -> None:
+def test_every_message_and_enum_is_exported() -> None:
     for name in pm_proto.__all__:
-        assert hasattr(getattr(pm_proto, name), "SerializeToString")
+        exported = getattr(pm_proto, name)
+        assert hasattr(exported, "SerializeToString") or hasattr(exported, "Name"), name
+
+
+def test_close_codes_are_named_with_their_prefix_and_start_at_unspecified() -> None:
+    names = pm_proto.CloseCode.keys()
+
+    assert names[0] == "CLOSE_CODE_UNSPECIFIED"
+    assert pm_proto.CloseCode.Value("CLOSE_CODE_UNSPECIFIED") == 0
+    assert all(name.startswith("CLOSE_CODE_") for name in names)

@@ -4,12 +4,12 @@ import os
 import re
 import subprocess
 import sys
-import types
 from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
 import pytest
+from pm_server import cli
 from pm_server.cli import main
 from pm_server.config import VARIABLES, Settings
 
@@ -103,7 +103,7 @@ def test_version_is_printed(tmp_path: Path) -> None:
 
 @pytest.fixture
 def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Settings]]:
-    """Settings that main() handed to pm_server.app.run, which here returns 3 at once."""
+    """Settings that main() handed to pm_server.serving.run, which here returns 3 at once."""
     for variable in VARIABLES:
         monkeypatch.delenv(variable.name, raising=False)
     monkeypatch.chdir(tmp_path)
@@ -113,9 +113,7 @@ def started(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[list[Se
         runs.append(settings)
         return 3
 
-    app = types.ModuleType("pm_server.app")
-    app.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pm_server.app", app)
+    monkeypatch.setattr(cli, "run", run)
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     yield runs

@@ -8,7 +8,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from hypothesis import given
 from hypothesis import strategies as st
-from pm_server.config import VARIABLES, ConfigError, Settings, load_settings, redact_url
+from pm_server.config import VARIABLES, ConfigError, Settings, load_settings
+from pm_server.logs import redact_url
+from pm_ws import GatewayLimits, GatewayOptions
 
 SECRET = "s" * 32
 BASE = {"JWT_SECRET": SECRET}
@@ -86,9 +88,63 @@ def test_defaults_are_the_documented_ones() -> None:
 def test_numeric_defaults_in_variables_match_the_loaded_settings() -> None:
     loaded = load(BASE)
     for variable in VARIABLES:
-        if variable.default.isdigit():
+        if variable.shown_default.isdigit():
             value = getattr(loaded, variable.name.lower())
-            assert value == float(variable.default), variable.name
+            assert value == float(variable.shown_default), variable.name
+
+
+def test_every_setting_is_declared_by_one_variable_and_defaults_to_its_default() -> None:
+    defaults = Settings(jwt_secret=SECRET)
+    by_variable = {v.settings_field for v in VARIABLES if not v.combined}
+    read_together = {"jwt_secret", "jwt_public_key", "bind_host", "bind_port"}
+    command_line = {"dev", "workers"}
+
+    assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+    assert {f.name for f in dataclasses.fields(Settings)} == (
+        by_variable | read_together | command_line
+    )
+    for variable in VARIABLES:
+        if not variable.combined:
+            assert getattr(defaults, variable.settings_field) == variable.default, variable.name
+    assert (defaults.bind_host, defaults.bind_port) == ("0.0.0.0", 3000)
+
+
+def test_the_engine_defaults_are_read_from_the_engine_not_restated() -> None:
+    settings = load(BASE)
+
+    assert settings.gateway_limits() == GatewayLimits()
+    assert settings.shutdown_timeout_secs == GatewayOptions().shutdown_timeout_secs
+
+
+def test_gateway_limits_carry_every_configured_limit() -> None:
+    settings = load(
+        {
+            **BASE,
+            "MAX_CONNECTIONS_PER_TENANT": "5",
+            "MAX_CONNECTIONS": "50",
+            "RATE_LIMIT_MAX_REQUESTS": "10",
+            "RATE_LIMIT_WINDOW_SECS": "1.5",
+            "RATE_LIMIT_MAX_VIOLATIONS": "5",
+            "SEND_QUEUE_SIZE": "16",
+            "MAX_MESSAGE_BYTES": "1024",
+            "MAX_SUBSCRIPTIONS_PER_CONNECTION": "20",
+            "HEARTBEAT_INTERVAL_SECS": "0.5",
+            "HEARTBEAT_TIMEOUT_SECS": "0.25",
+        }
+    )
+
+    assert settings.gateway_limits() == GatewayLimits(
+        max_connections=50,
+        max_connections_per_tenant=5,
+        max_subscriptions=20,
+        max_message_bytes=1024,
+        send_queue_size=16,
+        rate_limit_max_requests=10,
+        rate_limit_window_secs=1.5,
+        heartbeat_interval_secs=0.5,
+        heartbeat_timeout_secs=0.25,
+        max_consecutive_rate_limited=5,
+    )
 
 
 def test_variables_lists_exactly_what_load_settings_reads() -> None:
@@ -598,9 +654,26 @@ def test_allowed_tenants_is_a_set_of_ids() -> None:
     assert settings.allowed_tenants == frozenset({"acme", "globex"})
 
 
-@pytest.mark.parametrize("value", ["acme,,globex", "x" * 129, "bad\x01id"])
+@pytest.mark.parametrize("value", ["acme,,globex", "x" * 129, "bad\x01id", "bad\x7fid"])
 def test_bad_tenant_lists_are_refused(value: str) -> None:
     assert error_for({**BASE, "ALLOWED_TENANTS": value}).variable == "ALLOWED_TENANTS"
+
+
+@pytest.mark.parametrize("control", ["\x80", "\x85", "\x9f"])
+def test_tenant_ids_with_a_c1_control_character_are_refused_as_the_engine_refuses_them(
+    control: str,
+) -> None:
+    error = error_for({**BASE, "ALLOWED_TENANTS": f"acme,glo{control}bex"})
+
+    assert str(error) == (
+        "ALLOWED_TENANTS: expected tenant ids of 1 to 128 characters without control "
+        f"characters, got {f'glo{control}bex'!r}"
+    )
+
+
+def test_an_undecodable_byte_in_a_tenant_id_is_refused() -> None:
+    # os.environ turns a byte that isn't UTF-8 into a lone surrogate (surrogateescape).
+    assert error_for({**BASE, "ALLOWED_TENANTS": "acme\udcff"}).variable == "ALLOWED_TENANTS"
 
 
 # API keys
@@ -700,7 +773,7 @@ def test_redact_url_hides_passwords(url: str, shown: str) -> None:
 # Properties
 
 
-NUMERIC_VARIABLES = [v.name for v in VARIABLES if v.default.isdigit()]
+NUMERIC_VARIABLES = [v.name for v in VARIABLES if v.shown_default.isdigit()]
 
 
 @given(st.sampled_from(NUMERIC_VARIABLES), st.text(max_size=20))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import aiohttp
 import pytest
 from aiohttp import web
-from pm_server.logs import AccessLogger, configure_logging, log_print, redact_tokens
+from pm_server.logs import AccessLogger, configure_logging, redact_tokens
 from pm_ws.events import ConnectionId, TenantId, UserId
 from pm_ws.log_context import ConnectionLogContext, connection_log_context
 
@@ -224,16 +224,6 @@ def test_warnings_are_logged_as_json() -> None:
 
     [line] = json_lines(stream)
     assert line["message"] == "DeprecationWarning: old\n  old()"
-
-
-def test_aiohttp_start_up_banner_goes_through_logging() -> None:
-    stream = configured("json")
-
-    log_print("======== Running on http://127.0.0.1:3000 ========\n(Press CTRL+C to quit)")
-
-    [line] = json_lines(stream)
-    assert line["logger"] == "aiohttp.web"
-    assert str(line["message"]).startswith("======== Running on http://127.0.0.1:3000")
 
 
 # Access log

@@ -2,9 +2,9 @@ from typing import cast
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pm_ws.client_messages import SubscriptionIds
 from pm_ws.events import Scope
 from pm_ws.subscriptions import SubscriptionSet, TenantIndex
-from pm_ws.validator import SubscriptionIds
 
 KINDS = ("project_ids", "sprint_ids", "work_item_ids")
 INDEX_OF = {"project_ids": "by_project", "sprint_ids": "by_sprint", "work_item_ids": "by_work_item"}

@@ -1,6 +1,6 @@
 """Claims, JWT validation, token extraction, auth errors and per-connection rate limiting."""
 
-from pm_auth.claims import MAX_ID_LENGTH, Claims, TenantContext
+from pm_auth.claims import Claims, TenantContext
 from pm_auth.exceptions import (
     AuthError,
     InvalidAuthScheme,
@@ -23,7 +23,6 @@ from pm_auth.extraction import (
 from pm_auth.rate_limit import ConnectionRateLimiter, RateLimiterFactory
 from pm_auth.validator import (
     DEFAULT_LEEWAY_SECS,
-    MAX_TOKEN_LENGTH,
     MIN_HS256_SECRET_BYTES,
     JwtAlgorithm,
     JwtValidator,
@@ -32,8 +31,6 @@ from pm_auth.validator import (
 __all__ = [
     "BEARER_SUBPROTOCOL_PREFIX",
     "DEFAULT_LEEWAY_SECS",
-    "MAX_ID_LENGTH",
-    "MAX_TOKEN_LENGTH",
     "MIN_HS256_SECRET_BYTES",
     "SUBPROTOCOL",
     "AuthError",

@@ -1,17 +1,15 @@
 """Token claims and the trusted tenant identity a connection runs as."""
 
 import math
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Self
 
+from pm_proto.contract import MAX_ID_CHARS, has_control_characters
+
 from pm_auth.exceptions import InvalidClaim
 
-__all__ = ["MAX_ID_LENGTH", "Claims", "TenantContext"]
-
-MAX_ID_LENGTH: Final = 128
-"""Longest `sub`, `tenant_id`, `jti` or role, in characters."""
+__all__ = ["Claims", "TenantContext"]
 
 _MAX_NUMERIC_DATE: Final = 253_402_300_799
 """9999-12-31T23:59:59Z: later dates are nonsense and would overflow millisecond int64s."""
@@ -21,10 +19,11 @@ _MAX_NUMERIC_DATE: Final = 253_402_300_799
 class Claims:
     """The claims of a verified token, in bounds by construction.
 
-    Construction checks the bounds (ids 1..128 characters without control
-    characters or lone surrogates, numeric dates within 0..year 9999, roles non-empty
-    ids) and raises `InvalidClaim` naming the field otherwise. Use `from_payload` to
-    build one from a decoded JSON payload, which also checks types.
+    Construction checks the bounds (ids as `pm_proto.contract.is_valid_id` has
+    them: 1..128 characters without control characters or lone surrogates;
+    numeric dates within 0..year 9999; roles non-empty ids) and raises
+    `InvalidClaim` naming the field otherwise. Use `from_payload` to build one
+    from a decoded JSON payload, which also checks types.
 
     Attributes:
         sub: The user id.
@@ -128,10 +127,9 @@ class TenantContext:
 def _check_id(field: str, value: str) -> None:
     if not isinstance(value, str):
         raise InvalidClaim(field, f"claim {field!r} must be a string")
-    if not 1 <= len(value) <= MAX_ID_LENGTH:
-        raise InvalidClaim(field, f"claim {field!r} must be 1 to {MAX_ID_LENGTH} characters")
-    # Cc: C0/C1 controls and DEL. Cs: lone surrogates, which JSON allows but UTF-8 can't encode.
-    if any(unicodedata.category(char) in ("Cc", "Cs") for char in value):
+    if not 1 <= len(value) <= MAX_ID_CHARS:
+        raise InvalidClaim(field, f"claim {field!r} must be 1 to {MAX_ID_CHARS} characters")
+    if has_control_characters(value):
         raise InvalidClaim(field, f"claim {field!r} must not contain control characters")
 
 

@@ -4,8 +4,9 @@ import re
 from collections.abc import Sequence
 from typing import Final
 
+from pm_proto.contract import BEARER_SUBPROTOCOL_PREFIX, MAX_TOKEN_BYTES, SUBPROTOCOL
+
 from pm_auth.exceptions import InvalidAuthScheme, InvalidToken, MissingAuthHeader
-from pm_auth.validator import MAX_TOKEN_LENGTH
 
 __all__ = [
     "BEARER_SUBPROTOCOL_PREFIX",
@@ -15,12 +16,6 @@ __all__ = [
     "token_from_authorization",
     "token_from_subprotocols",
 ]
-
-SUBPROTOCOL: Final = "pm.v1"
-"""The application subprotocol; the server selects it when the client offers it."""
-
-BEARER_SUBPROTOCOL_PREFIX: Final = "pm.bearer."
-"""Prefix of the subprotocol entry carrying the token: `pm.bearer.<jwt>`."""
 
 _HTTP_WHITESPACE: Final = " \t"
 _VISIBLE_ASCII: Final = re.compile(r"[!-~]+")
@@ -37,7 +32,7 @@ def token_from_authorization(header: str | None) -> str:
         MissingAuthHeader: The header is absent, empty or blank.
         InvalidAuthScheme: The scheme is not Bearer (e.g. `Basic ...`, or a bare token).
         InvalidToken: Bearer without a token, with whitespace, control or non-ASCII
-            characters in it, or a token longer than `MAX_TOKEN_LENGTH`.
+            characters in it, or a token longer than `MAX_TOKEN_BYTES`.
     """
     if header is None or not header.strip(_HTTP_WHITESPACE):
         raise MissingAuthHeader()
@@ -59,7 +54,7 @@ def token_from_subprotocols(offered: Sequence[str]) -> str | None:
 
     Raises:
         InvalidToken: A bearer entry is offered without `pm.v1`, twice, with an
-            empty or malformed token, or with a token longer than `MAX_TOKEN_LENGTH`.
+            empty or malformed token, or with a token longer than `MAX_TOKEN_BYTES`.
         TypeError: `offered` is a single string rather than a sequence of names.
     """
     if isinstance(offered, str):
@@ -107,8 +102,8 @@ def parse_subprotocol_header(value: str | None) -> list[str]:
 def _checked_token(token: str) -> str:
     if not token:
         raise InvalidToken("the token is empty")
-    if len(token) > MAX_TOKEN_LENGTH:
-        raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} bytes")
+    if len(token) > MAX_TOKEN_BYTES:
+        raise InvalidToken(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
     # Visible ASCII only: rules out whitespace, controls and look-alike characters.
     if not _VISIBLE_ASCII.fullmatch(token):
         raise InvalidToken("the token contains characters a JWT cannot have")

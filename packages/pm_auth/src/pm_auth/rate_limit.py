@@ -6,8 +6,6 @@ from typing import Final
 
 from aiolimiter import AsyncLimiter
 
-from pm_auth.exceptions import RateLimitExceeded
-
 __all__ = ["ConnectionRateLimiter", "RateLimiterFactory"]
 
 # Absorbs float rounding in refills: `elapsed * rate` can land a hair under a whole token
@@ -49,12 +47,10 @@ class ConnectionRateLimiter:
             positive finite number.
     """
 
-    __slots__ = ("_bucket", "_max_requests", "_window_secs")
+    __slots__ = ("_bucket",)
 
     def __init__(self, max_requests: int, window_secs: float) -> None:
         _check_limits(max_requests, window_secs)
-        self._max_requests = max_requests
-        self._window_secs = window_secs
         capacity = max_requests + _SLACK
         self._bucket = AsyncLimiter(capacity, window_secs * (capacity / max_requests))
 
@@ -69,18 +65,6 @@ class ConnectionRateLimiter:
             return False
         await self._bucket.acquire()
         return True
-
-    async def check(self) -> None:
-        """Takes one token for a frame, without ever waiting.
-
-        Raises:
-            RateLimitExceeded: The bucket is empty; the frame must not be processed.
-        """
-        if not await self.try_acquire():
-            raise RateLimitExceeded(
-                f"rate limit exceeded: at most {self._max_requests} requests per "
-                f"{self._window_secs:g} s"
-            )
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 How a refused token maps to errors, checked in this order:
 
-- longer than `MAX_TOKEN_LENGTH` → `InvalidToken`, before any parsing;
+- longer than `pm_proto.contract.MAX_TOKEN_BYTES` → `InvalidToken`, before any parsing;
 - not ASCII, not three base64url segments, header or payload not a JSON object,
   a header `alg` other than the validator's (`none`, `RS512`, `HS256` against an
   RS256 validator, ...), or a signature that does not verify → `JwtDecodeFailed`:
@@ -30,23 +30,17 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from jwt.algorithms import HMACAlgorithm
+from pm_proto.contract import MAX_TOKEN_BYTES, MIN_HS256_SECRET_BYTES
 
 from pm_auth.claims import Claims
 from pm_auth.exceptions import InvalidClaim, InvalidKey, InvalidToken, JwtDecodeFailed, TokenExpired
 
 __all__ = [
     "DEFAULT_LEEWAY_SECS",
-    "MAX_TOKEN_LENGTH",
     "MIN_HS256_SECRET_BYTES",
     "JwtAlgorithm",
     "JwtValidator",
 ]
-
-MAX_TOKEN_LENGTH: Final = 8192
-"""Longest token accepted anywhere (8 KiB); a JWT is ASCII, so characters are bytes."""
-
-MIN_HS256_SECRET_BYTES: Final = 32
-"""Shortest HS256 secret: the SHA-256 output size (RFC 7518 §3.2)."""
 
 _MIN_RSA_KEY_BITS: Final = 2048
 
@@ -209,8 +203,9 @@ class JwtValidator:
                 does not match; `field` names it.
             TokenExpired: `exp` plus the leeway has passed.
         """
-        if len(token) > MAX_TOKEN_LENGTH:
-            raise InvalidToken(f"the token is longer than {MAX_TOKEN_LENGTH} bytes")
+        # A JWT is ASCII, so its characters are its bytes.
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidToken(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         if not token.isascii():
             raise JwtDecodeFailed()
         try:

@@ -99,11 +99,6 @@ class Connection:
             pending.answer.set_result(message)
         return pending.kind
 
-    def pending_kind(self, request_id: str) -> RequestKind | None:
-        """The kind of the request waiting under `request_id`, if any."""
-        pending = self.pending.get(request_id)
-        return pending.kind if pending is not None else None
-
     def fail_pending(self) -> None:
         """End every request still waiting with `ConnectionLost`."""
         for pending in self.pending.values():

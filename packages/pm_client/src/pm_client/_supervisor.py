@@ -13,6 +13,7 @@ from typing import Final, Literal
 import aiohttp
 import pm_proto as pb
 from google.protobuf.message import DecodeError
+from pm_proto.contract import BEARER_SUBPROTOCOL_PREFIX, SUBPROTOCOL
 
 from pm_client._channel import Channel
 from pm_client._connection import Connection, Resubscription
@@ -37,11 +38,10 @@ from pm_client.tokens import TokenProvider, refresh_delay, token_expiry
 
 logger = logging.getLogger("pm_client.client")
 
-SUBPROTOCOL: Final = "pm.v1"
-BEARER_SUBPROTOCOL_PREFIX: Final = "pm.bearer."
-ABNORMAL_CLOSURE: Final = 1006
-NORMAL_CLOSURE: Final = 1000
-INTERNAL_ERROR: Final = 1011
+ABNORMAL_CLOSURE: Final = int(aiohttp.WSCloseCode.ABNORMAL_CLOSURE)
+"""What the client reports for a connection that ended without a close frame."""
+NORMAL_CLOSURE: Final = int(pb.CloseCode.CLOSE_CODE_NORMAL)
+INTERNAL_ERROR: Final = int(pb.CloseCode.CLOSE_CODE_INTERNAL_ERROR)
 _MAX_AUTH_REFUSALS: Final = 2
 """A 401, then a 401 again with the provider's next token: the credentials are wrong."""
 

@@ -8,12 +8,25 @@ import random
 from dataclasses import dataclass
 from typing import Final
 
-TERMINAL_CLOSE_CODES: Final = frozenset({1002, 1003, 1007, 1008, 1009, 1010, 4003, 4010})
+import pm_proto as pb
+from aiohttp import WSCloseCode
+
+TERMINAL_CLOSE_CODES: Final = frozenset(
+    {
+        pb.CloseCode.CLOSE_CODE_IDENTITY_CHANGED,
+        pb.CloseCode.CLOSE_CODE_DISCONNECTED_BY_OPERATOR,
+        pb.CloseCode.CLOSE_CODE_POLICY_VIOLATION,
+        pb.CloseCode.CLOSE_CODE_MESSAGE_TOO_BIG,
+        pb.CloseCode.CLOSE_CODE_PROTOCOL_ERROR,
+        WSCloseCode.UNSUPPORTED_DATA,
+        WSCloseCode.INVALID_TEXT,
+        WSCloseCode.MANDATORY_EXTENSION,
+    }
+)
 """Close codes after which reconnecting cannot help (SPEC §2: 4003, 4010; 1008 and
 1009 mean this client broke the rules; 1002, 1003, 1007 and 1010 mean the two sides
-don't speak the same protocol)."""
-
-TOKEN_EXPIRED_CLOSE_CODE: Final = 4001
+don't speak the same protocol). The server's codes come from `pm.v1.CloseCode`;
+1003, 1007 and 1010 are RFC 6455's, which only a WebSocket layer sends."""
 
 
 class Disposition(enum.Enum):
@@ -36,7 +49,7 @@ def close_disposition(code: int) -> Disposition:
     know (a proxy's 1000 or 1012, a future server's 4xxx), because an unknown
     close is more often a hiccup than a verdict and backoff bounds the cost.
     """
-    if code == TOKEN_EXPIRED_CLOSE_CODE:
+    if code == pb.CloseCode.CLOSE_CODE_TOKEN_EXPIRED:
         return Disposition.NEW_TOKEN
     if code in TERMINAL_CLOSE_CODES:
         return Disposition.TERMINAL

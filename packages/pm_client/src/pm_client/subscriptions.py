@@ -2,31 +2,26 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final
 
 import pm_proto as pb
+from pm_proto.contract import MAX_ID_CHARS, MAX_IDS_PER_LIST, is_valid_id
 
 from pm_client.stream import Position
 
-MAX_ID_CHARS: Final = 128
-MAX_IDS_PER_LIST: Final = 100
-"""SPEC §2: at most 100 ids per list in one message; longer lists go in several."""
-
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
 
 def check_id(value: str, what: str) -> str:
-    """`value` when it is a valid id (1..128 characters, no control characters).
+    """`value` when it is a valid id: 1..128 characters, no control characters.
+
+    The rule is `pm_proto.contract.is_valid_id`, the one the server applies.
 
     Raises:
         ValueError: Naming `what` and the rule broken.
     """
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a string, got {type(value).__name__}")
-    if not value or len(value) > MAX_ID_CHARS or _CONTROL.search(value):
+    if not is_valid_id(value):
         raise ValueError(
             f"{what} must be 1 to {MAX_ID_CHARS} characters without control characters, "
             f"got {value!r}"

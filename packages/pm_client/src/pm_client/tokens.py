@@ -6,16 +6,14 @@ import math
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, Literal
+from typing import Literal
 
 import jwt
+from pm_proto.contract import MAX_ID_CHARS, MIN_HS256_SECRET_BYTES, is_valid_id
 
 TokenProvider = Callable[[], Awaitable[str]]
 """Returns a fresh token for the connection's user; called before the first connection,
 after a 4001 or 401, and before the current token expires (proactive refresh)."""
-
-MIN_HS256_SECRET_BYTES: Final = 32
-"""The server refuses shorter HS256 secrets (SPEC §3); so does `mint_token`."""
 
 
 def token_expiry(token: str) -> float | None:
@@ -62,8 +60,8 @@ def mint_token(
     """A signed development token with the claims of SPEC §3.
 
     Args:
-        tenant_id: The `tenant_id` claim (1..128 characters).
-        user_id: The `sub` claim (1..128 characters).
+        tenant_id: The `tenant_id` claim (a valid id: 1..128 characters, no control characters).
+        user_id: The `sub` claim (a valid id, too).
         key: The HS256 secret, or the RS256 private key as PEM text.
         algorithm: HS256 or RS256, matching the server's `JWT_SECRET` or `JWT_PUBLIC_KEY`.
         roles: The `roles` claim.
@@ -78,8 +76,11 @@ def mint_token(
         jwt.InvalidKeyError: `key` is not an RSA private key for RS256.
     """
     for name, value in (("tenant_id", tenant_id), ("user_id", user_id)):
-        if not 1 <= len(value) <= 128:
-            raise ValueError(f"{name} must be 1 to 128 characters, got {len(value)}")
+        if not is_valid_id(value):
+            raise ValueError(
+                f"{name} must be 1 to {MAX_ID_CHARS} characters without control characters, "
+                f"got {len(value)} characters"
+            )
     if not (math.isfinite(ttl_secs) and ttl_secs > 0):
         raise ValueError(f"ttl_secs must be a positive number of seconds, got {ttl_secs}")
     if algorithm == "HS256" and len(key.encode()) < MIN_HS256_SECRET_BYTES:

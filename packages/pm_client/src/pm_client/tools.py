@@ -17,12 +17,13 @@ from typing import Any, Final, NoReturn
 
 import jwt
 import pm_proto as pb
+from pm_proto.contract import MIN_HS256_SECRET_BYTES
 
 from pm_client.client import PmClient
 from pm_client.exceptions import PmClientError
 from pm_client.lifecycle import Disconnected
 from pm_client.stream import Event, NotRecovered, Position, StreamItem
-from pm_client.tokens import MIN_HS256_SECRET_BYTES, mint_token
+from pm_client.tokens import mint_token
 
 EXIT_USAGE: Final = 2
 EXIT_FAILURE: Final = 1

@@ -8,7 +8,7 @@ from pm_proto.v1.client_pb2 import (
     Subscribe,
     Unsubscribe,
 )
-from pm_proto.v1.common_pb2 import Error, Scope, StreamPosition
+from pm_proto.v1.common_pb2 import CloseCode, Error, Scope, StreamPosition
 from pm_proto.v1.publish_pb2 import PublishRequest, PublishResponse
 from pm_proto.v1.server_pb2 import (
     Ack,
@@ -24,6 +24,7 @@ from pm_proto.v1.server_pb2 import (
 __all__ = [
     "Ack",
     "ClientMessage",
+    "CloseCode",
     "Closing",
     "Command",
     "CommandResult",

@@ -33,7 +33,7 @@ from pm_ws import (
 )
 from pm_ws.events import ConnectionId
 
-from pm_server.state import GATEWAY, SETTINGS
+from pm_server.state import GATEWAY, LIMITS
 
 _T = TypeVar("_T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -279,13 +279,12 @@ async def publish(request: web.Request) -> web.StreamResponse:
     time (it may be stored and delivered). Both error bodies carry the `event_id`
     (made here when the request had none), so the retry is idempotent.
     """
-    settings = request.app[SETTINGS]
     content_type = request.content_type
     if content_type not in (CONTENT_TYPE_PROTOBUF, CONTENT_TYPE_JSON):
         return error(
             415, "UNSUPPORTED_MEDIA_TYPE", f"send {CONTENT_TYPE_PROTOBUF} or {CONTENT_TYPE_JSON}"
         )
-    body = await _read_body(request, settings.max_message_bytes)
+    body = await _read_body(request, request.app[LIMITS].max_message_bytes)
     if isinstance(body, web.Response):
         return body
     try:

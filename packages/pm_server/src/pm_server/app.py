@@ -15,7 +15,6 @@ from pm_auth import JwtValidator, TenantContext
 from pm_ws import (
     BrokerUnavailable,
     Gateway,
-    GatewayLimits,
     GatewayMetrics,
     GatewayOptions,
     TenantCheck,
@@ -35,7 +34,7 @@ from pm_server.descriptors import (
 )
 from pm_server.edge import EdgePolicy, EdgeRunner
 from pm_server.logs import AccessLogger
-from pm_server.state import GATEWAY, METRICS_REGISTRY, SETTINGS, STARTED_AT, VERSION
+from pm_server.state import GATEWAY, LIMITS, METRICS_REGISTRY, SETTINGS, STARTED_AT, VERSION
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +54,13 @@ _AUTHENTICATED_PREFIXES = ("/ws", "/api/")
 
 
 def build_app(settings: Settings) -> web.Application:
-    """Assemble the gateway and every route of SPEC §5 from validated settings."""
+    """Assemble the gateway and every route of SPEC §5 from validated settings.
+
+    The gateway's limits are built once; the body-size limit of the HTTP routes
+    (`client_max_size`, the publish API) reads `MAX_MESSAGE_BYTES` from that object.
+    """
     registry = CollectorRegistry()
+    limits = settings.gateway_limits()
     gateway = Gateway(
         jwt=_jwt_validator(settings),
         broker=open_broker(
@@ -66,18 +70,7 @@ def build_app(settings: Settings) -> web.Application:
         ),
         metrics=GatewayMetrics(registry, tenant_labels=settings.metrics_tenant_labels),
         options=GatewayOptions(
-            limits=GatewayLimits(
-                max_connections=settings.max_connections,
-                max_connections_per_tenant=settings.max_connections_per_tenant,
-                max_subscriptions=settings.max_subscriptions_per_connection,
-                max_message_bytes=settings.max_message_bytes,
-                send_queue_size=settings.send_queue_size,
-                rate_limit_max_requests=settings.rate_limit_max_requests,
-                rate_limit_window_secs=settings.rate_limit_window_secs,
-                heartbeat_interval_secs=settings.heartbeat_interval_secs,
-                heartbeat_timeout_secs=settings.heartbeat_timeout_secs,
-                max_consecutive_rate_limited=settings.rate_limit_max_violations,
-            ),
+            limits=limits,
             allowed_origins=(
                 frozenset(settings.ws_allowed_origins)
                 if settings.ws_allowed_origins is not None
@@ -94,9 +87,10 @@ def build_app(settings: Settings) -> web.Application:
         )
         middlewares.append(auth_failure_middleware(limiter, _AUTHENTICATED_PREFIXES))
     app = web.Application(
-        client_max_size=max(settings.max_message_bytes, 4096), middlewares=middlewares
+        client_max_size=max(limits.max_message_bytes, 4096), middlewares=middlewares
     )
     app[GATEWAY] = gateway
+    app[LIMITS] = limits
     app[SETTINGS] = settings
     app[METRICS_REGISTRY] = registry
     app[STARTED_AT] = time.monotonic()
@@ -242,12 +236,3 @@ def _format_address(address: object) -> str:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
     return str(address)
-
-
-def run(settings: Settings) -> int:
-    """Run the server: in this process, or as `settings.workers` supervised processes."""
-    if settings.workers > 1:
-        from pm_server.workers import supervise
-
-        return supervise(settings)
-    return asyncio.run(serve(settings))

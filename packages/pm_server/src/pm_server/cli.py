@@ -12,6 +12,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pm_server.config import MAX_WORKERS, ConfigError, load_settings
 from pm_server.dev import dev_banner, mint_dev_token
 from pm_server.logs import configure_logging
+from pm_server.serving import run
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +51,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             settings.jwt_secret, issuer=settings.jwt_issuer, audience=settings.jwt_audience
         )
         print(dev_banner(settings, token), flush=True)
-    # Imported late so that a configuration error costs no import of the app.
-    from pm_server.app import run
-
     raise SystemExit(run(settings))
 
 

@@ -1,43 +1,39 @@
-"""Server settings read from the environment, validated, and redacted for the start-up log."""
+"""Server settings: every environment variable declared once, then read, validated and redacted."""
 
 from __future__ import annotations
 
-import ipaddress
-import math
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Final, Literal, NamedTuple, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Any, Final, Generic, Literal, TypeVar
 
 from dotenv import dotenv_values
-from pm_auth import MIN_HS256_SECRET_BYTES, InvalidKey, JwtValidator
+from pm_auth import DEFAULT_LEEWAY_SECS, InvalidKey, JwtValidator
+from pm_proto.contract import MIN_HS256_SECRET_BYTES
+from pm_ws import GatewayLimits, GatewayOptions
+
+from pm_server import _config_values as values
+from pm_server._config_values import KEYGEN_COMMAND, Parser
+from pm_server.edge import EdgePolicy
+from pm_server.logs import REDACTED, redact_url
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 LogFormat = Literal["text", "json"]
-_Choice = TypeVar("_Choice", bound=str)
+_T = TypeVar("_T")
 
-MIN_API_KEY_CHARS: Final = 16
 DEV_HOST: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 3000
 MAX_WORKERS: Final = 1024
+UNSET: Final = "<unset>"
 
+_ENGINE: Final = GatewayLimits()
+_EDGE: Final = EdgePolicy()
 _UINT32_MAX: Final = 2**32 - 1
 _MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
-_MAX_ID_CHARS: Final = 128
 _LOG_LEVELS: Final[tuple[LogLevel, ...]] = ("debug", "info", "warning", "error", "critical")
 _LOG_FORMATS: Final[tuple[LogFormat, ...]] = ("text", "json")
-_TRUE: Final = frozenset({"true", "1", "yes", "on"})
-_FALSE: Final = frozenset({"false", "0", "no", "off"})
-_BOOL_WORDS: Final = "true/false/1/0/yes/no/on/off"
-_HOSTNAME: Final = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
-_DOTTED_DIGITS: Final = re.compile(r"[0-9.]+")
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
-_KEYGEN_COMMAND: Final = 'python -c "import secrets; print(secrets.token_urlsafe(48))"'
-REDACTED: Final = "<redacted>"
-UNSET: Final = "<unset>"
+_JWT_REQUIRED: Final = "required, exactly one (except --dev)"
 
 
 class ConfigError(ValueError):
@@ -56,50 +52,327 @@ class ConfigError(ValueError):
         return f"{self.variable}: {self.message}"
 
 
-class Variable(NamedTuple):
-    """An environment variable `load_settings` reads and its default as documented."""
+@dataclass(frozen=True, slots=True)
+class Variable(Generic[_T]):
+    """One environment variable of the server: the single declaration of its setting.
+
+    `VARIABLES` lists them all. `load_settings` reads each through `read`; the
+    `Settings` fields default to their `default`; `Settings.gateway_limits` fills
+    the engine's limits from the variables with a `limit`; and the README's
+    configuration table must show `name`, `shown_default` and `meaning`.
+
+    Attributes:
+        name: The environment variable.
+        parse: How a value is read and bounded.
+        default: The setting when the variable is unset or empty.
+        meaning: What it does, exactly as the README's table says.
+        shown: The default as the README shows it, when printing `default` is not it.
+        limit: The `GatewayLimits` field this setting fills; its default is that
+            field's default, read from the engine rather than restated.
+        combined: Read together with other variables by `load_settings` (the JWT
+            key variables, `BIND_ADDR`) instead of filling `settings_field` alone.
+    """
 
     name: str
-    default: str
+    parse: Parser[_T]
+    default: _T
+    meaning: str
+    shown: str | None = None
+    limit: str | None = None
+    combined: bool = False
+
+    @property
+    def settings_field(self) -> str:
+        """The `Settings` field the setting goes to: the variable's name in lower case."""
+        return self.name.lower()
+
+    @property
+    def shown_default(self) -> str:
+        """The default as documented: `shown`, or `default` printed (30.0 as 30, False as false)."""
+        if self.shown is not None:
+            return self.shown
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+    def read(self, environ: Mapping[str, str]) -> _T:
+        """The setting in `environ`: `default` when unset or blank, else the parsed value.
+
+        Raises:
+            ConfigError: The value is not one the variable accepts.
+        """
+        text = environ.get(self.name, "").strip()
+        if not text:
+            return self.default
+        try:
+            return self.parse(text)
+        except ValueError as error:  # what it accepts; the value only when not secret
+            raise ConfigError(self.name, str(error)) from None
 
 
-_JWT_REQUIRED: Final = "required, exactly one (except --dev)"
+JWT_SECRET: Final = Variable(
+    "JWT_SECRET",
+    values.text,
+    None,
+    f"HS256 secret, at least {MIN_HS256_SECRET_BYTES} bytes (`{KEYGEN_COMMAND}`)",
+    shown=_JWT_REQUIRED,
+    combined=True,
+)
+JWT_PUBLIC_KEY: Final = Variable(
+    "JWT_PUBLIC_KEY",
+    values.text,
+    None,
+    "RS256 public key, PEM text",
+    shown=_JWT_REQUIRED,
+    combined=True,
+)
+JWT_PUBLIC_KEY_FILE: Final = Variable(
+    "JWT_PUBLIC_KEY_FILE",
+    values.text,
+    None,
+    "RS256 public key, path to a PEM file",
+    shown=_JWT_REQUIRED,
+    combined=True,
+)
+JWT_ISSUER: Final = Variable(
+    "JWT_ISSUER", values.text, None, "required `iss` when set", shown="unset"
+)
+JWT_AUDIENCE: Final = Variable(
+    "JWT_AUDIENCE", values.text, None, "required `aud` when set", shown="unset"
+)
+JWT_LEEWAY_SECS: Final = Variable(
+    "JWT_LEEWAY_SECS",
+    values.seconds(3600, zero_ok=True),
+    DEFAULT_LEEWAY_SECS,
+    "clock skew allowed on `exp`, `nbf`, `iat`",
+)
+BIND_ADDR: Final = Variable(
+    "BIND_ADDR",
+    values.bind_addr,
+    ("0.0.0.0", DEFAULT_PORT),
+    "`host:port` (`[::1]:3000` for IPv6)",
+    shown=f"0.0.0.0:{DEFAULT_PORT}",
+    combined=True,
+)
+MAX_CONNECTIONS_PER_TENANT: Final = Variable(
+    "MAX_CONNECTIONS_PER_TENANT",
+    values.whole(1_000_000),
+    _ENGINE.max_connections_per_tenant,
+    "per process; over it: 429",
+    limit="max_connections_per_tenant",
+)
+MAX_CONNECTIONS: Final = Variable(
+    "MAX_CONNECTIONS",
+    values.whole(1_000_000),
+    _ENGINE.max_connections,
+    "per process; over it: 503",
+    limit="max_connections",
+)
+RATE_LIMIT_MAX_REQUESTS: Final = Variable(
+    "RATE_LIMIT_MAX_REQUESTS",
+    values.whole(_UINT32_MAX),
+    _ENGINE.rate_limit_max_requests,
+    "token bucket per connection: burst size …",
+    limit="rate_limit_max_requests",
+)
+RATE_LIMIT_WINDOW_SECS: Final = Variable(
+    "RATE_LIMIT_WINDOW_SECS",
+    values.seconds(86400),
+    _ENGINE.rate_limit_window_secs,
+    "… refilled over this many seconds",
+    limit="rate_limit_window_secs",
+)
+RATE_LIMIT_MAX_VIOLATIONS: Final = Variable(
+    "RATE_LIMIT_MAX_VIOLATIONS",
+    values.whole(1_000_000),
+    _ENGINE.max_consecutive_rate_limited,
+    "a connection whose frames the rate limit refuses this many times in a row is closed "
+    "(1008, after `Closing`)",
+    limit="max_consecutive_rate_limited",
+)
+SEND_QUEUE_SIZE: Final = Variable(
+    "SEND_QUEUE_SIZE",
+    values.whole(1_000_000),
+    _ENGINE.send_queue_size,
+    "messages queued per connection before it is closed as slow (4008)",
+    limit="send_queue_size",
+)
+MAX_MESSAGE_BYTES: Final = Variable(
+    "MAX_MESSAGE_BYTES",
+    values.whole(_MAX_MESSAGE_BYTES),
+    _ENGINE.max_message_bytes,
+    "largest client frame (larger: close 1009) and publish body (larger: 413)",
+    limit="max_message_bytes",
+)
+MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = Variable(
+    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    values.whole(1_000_000),
+    _ENGINE.max_subscriptions,
+    "project, sprint and work-item ids counted together",
+    limit="max_subscriptions",
+)
+HEARTBEAT_INTERVAL_SECS: Final = Variable(
+    "HEARTBEAT_INTERVAL_SECS",
+    values.seconds(3600),
+    _ENGINE.heartbeat_interval_secs,
+    "WebSocket ping interval",
+    limit="heartbeat_interval_secs",
+)
+HEARTBEAT_TIMEOUT_SECS: Final = Variable(
+    "HEARTBEAT_TIMEOUT_SECS",
+    values.seconds(3600),
+    _ENGINE.heartbeat_timeout_secs,
+    "no pong within this: close 4009",
+    limit="heartbeat_timeout_secs",
+)
+SHUTDOWN_TIMEOUT_SECS: Final = Variable(
+    "SHUTDOWN_TIMEOUT_SECS",
+    values.seconds(3600),
+    GatewayOptions().shutdown_timeout_secs,
+    "drain deadline; connections still open are cut",
+)
+HTTP_HEADER_TIMEOUT_SECS: Final = Variable(
+    "HTTP_HEADER_TIMEOUT_SECS",
+    values.seconds(3600),
+    _EDGE.header_timeout_secs,
+    "time to send a complete request head, from accept (or from the first byte of a later "
+    "request on a kept-alive connection); slower: closed",
+)
+MAX_PENDING_UPGRADES_PER_IP: Final = Variable(
+    "MAX_PENDING_UPGRADES_PER_IP",
+    values.whole(1_000_000, zero_ok=True),
+    _EDGE.max_pending_per_address,
+    "0 = off (the default: behind a proxy every client has the proxy's address). Connections "
+    "one address (an IPv6 /64) may hold that have not yet sent a request; one more gets 429 "
+    "`TOO_MANY_PENDING` at accept",
+)
+MAX_AUTH_FAILURES_PER_IP: Final = Variable(
+    "MAX_AUTH_FAILURES_PER_IP",
+    values.whole(1_000_000, zero_ok=True),
+    0,
+    "0 = off. Failed authentications (401 on `/ws` and the API routes) an address (an IPv6 "
+    "/64) may burst; then 429 `RATE_LIMIT_EXCEEDED` with `Retry-After` on those routes, "
+    "before any token is checked",
+)
+AUTH_FAILURE_WINDOW_SECS: Final = Variable(
+    "AUTH_FAILURE_WINDOW_SECS",
+    values.seconds(86400),
+    60.0,
+    "… that failure bucket refills over this many seconds",
+)
+BROKER_URL: Final = Variable(
+    "BROKER_URL",
+    values.broker_url,
+    "memory://",
+    "`memory://` (one process) or `redis://host:port/db` (`rediss://` for TLS)",
+)
+HISTORY_SIZE: Final = Variable(
+    "HISTORY_SIZE", values.whole(1_000_000), 1000, "events kept per tenant for resume"
+)
+HISTORY_TTL_SECS: Final = Variable(
+    "HISTORY_TTL_SECS",
+    values.seconds(7 * 86400),
+    300.0,
+    "how long events stay resumable (and publishes idempotent)",
+)
+WS_ALLOWED_ORIGINS: Final = Variable(
+    "WS_ALLOWED_ORIGINS",
+    values.ws_origins,
+    None,
+    "comma-separated origins allowed to open `/ws` (403 otherwise)",
+    shown="any",
+)
+CORS_ALLOWED_ORIGINS: Final[Variable[tuple[str, ...]]] = Variable(
+    "CORS_ALLOWED_ORIGINS",
+    values.cors_origins,
+    (),
+    "comma-separated origins allowed to call the HTTP routes",
+    shown="none",
+)
+ALLOWED_TENANTS: Final = Variable(
+    "ALLOWED_TENANTS",
+    values.tenants,
+    None,
+    "comma-separated tenants allowed to connect (403 otherwise)",
+    shown="any",
+)
+PUBLISH_API_KEY: Final = Variable(
+    "PUBLISH_API_KEY",
+    values.api_key,
+    None,
+    "bearer key of `POST /api/v1/publish`; unset: 404",
+    shown="unset",
+)
+ADMIN_API_KEY: Final = Variable(
+    "ADMIN_API_KEY",
+    values.api_key,
+    None,
+    "bearer key of the admin routes; unset: 404",
+    shown="unset",
+)
+LOG_LEVEL: Final[Variable[LogLevel]] = Variable(
+    "LOG_LEVEL",
+    values.choice(_LOG_LEVELS),
+    "info",
+    "`debug`, `info`, `warning`, `error`, `critical`",
+)
+LOG_FORMAT: Final[Variable[LogFormat]] = Variable(
+    "LOG_FORMAT",
+    values.choice(_LOG_FORMATS),
+    "text",
+    "`text` or `json` (one object per line, aiohttp's lines included)",
+)
+LOG_COLORED: Final = Variable(
+    "LOG_COLORED",
+    values.boolean_or_auto,
+    None,
+    "colored text; auto = when stderr is a terminal",
+    shown="auto",
+)
+METRICS_TENANT_LABELS: Final = Variable(
+    "METRICS_TENANT_LABELS",
+    values.boolean,
+    False,
+    "per-tenant metric labels (opt-in: cardinality)",
+)
 
-VARIABLES: Final[tuple[Variable, ...]] = (
-    Variable("JWT_SECRET", _JWT_REQUIRED),
-    Variable("JWT_PUBLIC_KEY", _JWT_REQUIRED),
-    Variable("JWT_PUBLIC_KEY_FILE", _JWT_REQUIRED),
-    Variable("JWT_ISSUER", "unset"),
-    Variable("JWT_AUDIENCE", "unset"),
-    Variable("JWT_LEEWAY_SECS", "30"),
-    Variable("BIND_ADDR", "0.0.0.0:3000"),
-    Variable("MAX_CONNECTIONS_PER_TENANT", "1000"),
-    Variable("MAX_CONNECTIONS", "10000"),
-    Variable("RATE_LIMIT_MAX_REQUESTS", "100"),
-    Variable("RATE_LIMIT_WINDOW_SECS", "60"),
-    Variable("RATE_LIMIT_MAX_VIOLATIONS", "20"),
-    Variable("SEND_QUEUE_SIZE", "1024"),
-    Variable("MAX_MESSAGE_BYTES", "65536"),
-    Variable("MAX_SUBSCRIPTIONS_PER_CONNECTION", "1000"),
-    Variable("HEARTBEAT_INTERVAL_SECS", "30"),
-    Variable("HEARTBEAT_TIMEOUT_SECS", "10"),
-    Variable("SHUTDOWN_TIMEOUT_SECS", "30"),
-    Variable("HTTP_HEADER_TIMEOUT_SECS", "10"),
-    Variable("MAX_PENDING_UPGRADES_PER_IP", "0"),
-    Variable("MAX_AUTH_FAILURES_PER_IP", "0"),
-    Variable("AUTH_FAILURE_WINDOW_SECS", "60"),
-    Variable("BROKER_URL", "memory://"),
-    Variable("HISTORY_SIZE", "1000"),
-    Variable("HISTORY_TTL_SECS", "300"),
-    Variable("WS_ALLOWED_ORIGINS", "any"),
-    Variable("CORS_ALLOWED_ORIGINS", "none"),
-    Variable("ALLOWED_TENANTS", "any"),
-    Variable("PUBLISH_API_KEY", "unset"),
-    Variable("ADMIN_API_KEY", "unset"),
-    Variable("LOG_LEVEL", "info"),
-    Variable("LOG_FORMAT", "text"),
-    Variable("LOG_COLORED", "auto"),
-    Variable("METRICS_TENANT_LABELS", "false"),
+VARIABLES: Final[tuple[Variable[Any], ...]] = (
+    JWT_SECRET,
+    JWT_PUBLIC_KEY,
+    JWT_PUBLIC_KEY_FILE,
+    JWT_ISSUER,
+    JWT_AUDIENCE,
+    JWT_LEEWAY_SECS,
+    BIND_ADDR,
+    MAX_CONNECTIONS_PER_TENANT,
+    MAX_CONNECTIONS,
+    RATE_LIMIT_MAX_REQUESTS,
+    RATE_LIMIT_WINDOW_SECS,
+    RATE_LIMIT_MAX_VIOLATIONS,
+    SEND_QUEUE_SIZE,
+    MAX_MESSAGE_BYTES,
+    MAX_SUBSCRIPTIONS_PER_CONNECTION,
+    HEARTBEAT_INTERVAL_SECS,
+    HEARTBEAT_TIMEOUT_SECS,
+    SHUTDOWN_TIMEOUT_SECS,
+    HTTP_HEADER_TIMEOUT_SECS,
+    MAX_PENDING_UPGRADES_PER_IP,
+    MAX_AUTH_FAILURES_PER_IP,
+    AUTH_FAILURE_WINDOW_SECS,
+    BROKER_URL,
+    HISTORY_SIZE,
+    HISTORY_TTL_SECS,
+    WS_ALLOWED_ORIGINS,
+    CORS_ALLOWED_ORIGINS,
+    ALLOWED_TENANTS,
+    PUBLISH_API_KEY,
+    ADMIN_API_KEY,
+    LOG_LEVEL,
+    LOG_FORMAT,
+    LOG_COLORED,
+    METRICS_TENANT_LABELS,
 )
 """Every variable `load_settings` reads, in the order the README documents them."""
 
@@ -109,8 +382,8 @@ class Settings:
     """The server's whole configuration, parsed and validated.
 
     Build it with `load_settings`; construct it directly only in tests. Field
-    defaults are the documented defaults. Exactly one of `jwt_secret` (HS256) and
-    `jwt_public_key` (RS256 PEM text) is set: there is no setting that turns
+    defaults are the `VARIABLES`' defaults. Exactly one of `jwt_secret` (HS256)
+    and `jwt_public_key` (RS256 PEM text) is set: there is no setting that turns
     authentication off, and construction raises `ConfigError` otherwise.
 
     `ws_allowed_origins` and `allowed_tenants` are `None` for "any";
@@ -124,44 +397,58 @@ class Settings:
 
     jwt_secret: str | None = field(default=None, repr=False)
     jwt_public_key: str | None = field(default=None, repr=False)
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
-    jwt_leeway_secs: float = 30.0
-    bind_host: str = "0.0.0.0"
-    bind_port: int = DEFAULT_PORT
-    max_connections_per_tenant: int = 1000
-    max_connections: int = 10000
-    rate_limit_max_requests: int = 100
-    rate_limit_window_secs: float = 60.0
-    rate_limit_max_violations: int = 20
-    send_queue_size: int = 1024
-    max_message_bytes: int = 65536
-    max_subscriptions_per_connection: int = 1000
-    heartbeat_interval_secs: float = 30.0
-    heartbeat_timeout_secs: float = 10.0
-    shutdown_timeout_secs: float = 30.0
-    http_header_timeout_secs: float = 10.0
-    max_pending_upgrades_per_ip: int = 0
-    max_auth_failures_per_ip: int = 0
-    auth_failure_window_secs: float = 60.0
-    broker_url: str = "memory://"
-    history_size: int = 1000
-    history_ttl_secs: float = 300.0
-    ws_allowed_origins: tuple[str, ...] | None = None
-    cors_allowed_origins: tuple[str, ...] = ()
-    allowed_tenants: frozenset[str] | None = None
-    publish_api_key: str | None = field(default=None, repr=False)
-    admin_api_key: str | None = field(default=None, repr=False)
-    log_level: LogLevel = "info"
-    log_format: LogFormat = "text"
-    log_colored: bool | None = None
-    metrics_tenant_labels: bool = False
+    jwt_issuer: str | None = JWT_ISSUER.default
+    jwt_audience: str | None = JWT_AUDIENCE.default
+    jwt_leeway_secs: float = JWT_LEEWAY_SECS.default
+    bind_host: str = BIND_ADDR.default[0]
+    bind_port: int = BIND_ADDR.default[1]
+    max_connections_per_tenant: int = MAX_CONNECTIONS_PER_TENANT.default
+    max_connections: int = MAX_CONNECTIONS.default
+    rate_limit_max_requests: int = RATE_LIMIT_MAX_REQUESTS.default
+    rate_limit_window_secs: float = RATE_LIMIT_WINDOW_SECS.default
+    rate_limit_max_violations: int = RATE_LIMIT_MAX_VIOLATIONS.default
+    send_queue_size: int = SEND_QUEUE_SIZE.default
+    max_message_bytes: int = MAX_MESSAGE_BYTES.default
+    max_subscriptions_per_connection: int = MAX_SUBSCRIPTIONS_PER_CONNECTION.default
+    heartbeat_interval_secs: float = HEARTBEAT_INTERVAL_SECS.default
+    heartbeat_timeout_secs: float = HEARTBEAT_TIMEOUT_SECS.default
+    shutdown_timeout_secs: float = SHUTDOWN_TIMEOUT_SECS.default
+    http_header_timeout_secs: float = HTTP_HEADER_TIMEOUT_SECS.default
+    max_pending_upgrades_per_ip: int = MAX_PENDING_UPGRADES_PER_IP.default
+    max_auth_failures_per_ip: int = MAX_AUTH_FAILURES_PER_IP.default
+    auth_failure_window_secs: float = AUTH_FAILURE_WINDOW_SECS.default
+    broker_url: str = BROKER_URL.default
+    history_size: int = HISTORY_SIZE.default
+    history_ttl_secs: float = HISTORY_TTL_SECS.default
+    ws_allowed_origins: tuple[str, ...] | None = WS_ALLOWED_ORIGINS.default
+    cors_allowed_origins: tuple[str, ...] = CORS_ALLOWED_ORIGINS.default
+    allowed_tenants: frozenset[str] | None = ALLOWED_TENANTS.default
+    publish_api_key: str | None = field(default=PUBLISH_API_KEY.default, repr=False)
+    admin_api_key: str | None = field(default=ADMIN_API_KEY.default, repr=False)
+    log_level: LogLevel = LOG_LEVEL.default
+    log_format: LogFormat = LOG_FORMAT.default
+    log_colored: bool | None = LOG_COLORED.default
+    metrics_tenant_labels: bool = METRICS_TENANT_LABELS.default
     dev: bool = False
     workers: int = 1
 
     def __post_init__(self) -> None:
         if (self.jwt_secret is None) == (self.jwt_public_key is None):
             raise ConfigError("JWT_SECRET", "exactly one of jwt_secret and jwt_public_key is set")
+
+    def gateway_limits(self) -> GatewayLimits:
+        """The engine's limits as configured: the settings of the variables with a `limit`.
+
+        The app builds this once; everything in pm_server that enforces a limit
+        (the gateway, the HTTP body size, the publish API) reads that one object.
+        """
+        return GatewayLimits(
+            **{
+                variable.limit: getattr(self, variable.settings_field)
+                for variable in VARIABLES
+                if variable.limit is not None
+            }
+        )
 
     def redacted(self) -> dict[str, object]:
         """The configuration as the start-up log shows it, with no secret in it.
@@ -194,7 +481,7 @@ def load_settings(
     workers: int = 1,
     dotenv_path: Path | None = Path(".env"),
 ) -> Settings:
-    """Read and validate every setting of `VARIABLES`.
+    """Read and validate every variable of `VARIABLES`.
 
     Args:
         environ: The process environment; the only source besides the `.env` file.
@@ -206,161 +493,45 @@ def load_settings(
             `${VAR}` references in it are not expanded. `None` reads no file.
 
     Raises:
-        ConfigError: For the first invalid, missing or conflicting setting. Empty
-            values count as unset; all values are stripped of surrounding spaces.
+        ConfigError: For the first invalid, missing or conflicting setting, in the
+            order of `VARIABLES`. Empty values count as unset; all values are
+            stripped of surrounding spaces.
     """
-    values = _Values(_merge(environ, dotenv_path))
+    merged = _merge(environ, dotenv_path)
     if not 1 <= workers <= MAX_WORKERS:
         raise ConfigError(
             "--workers", f"expected a whole number from 1 to {MAX_WORKERS}, got {workers}"
         )
-    jwt_secret, jwt_public_key = _jwt_keys(values, dev=dev)
-    broker_url = _broker_url(values.get("BROKER_URL") or "memory://")
-    if workers > 1 and broker_url.startswith("memory:"):
+    jwt_secret, jwt_public_key = _jwt_keys(
+        JWT_SECRET.read(merged),
+        JWT_PUBLIC_KEY.read(merged),
+        JWT_PUBLIC_KEY_FILE.read(merged),
+        dev=dev,
+    )
+    bind_host, bind_port = BIND_ADDR.read(merged)
+    read: dict[str, Any] = {
+        variable.settings_field: variable.read(merged)
+        for variable in VARIABLES
+        if not variable.combined
+    }
+    if workers > 1 and read["broker_url"] == "memory://":
         raise ConfigError(
             "--workers",
             f"{workers} processes need a shared broker such as redis://host:6379/0 in "
             "BROKER_URL; memory:// lives inside one process",
         )
-    bind_host, bind_port = _bind_addr(values.get("BIND_ADDR") or f"0.0.0.0:{DEFAULT_PORT}")
-    publish_api_key = _api_key(values, "PUBLISH_API_KEY", dev=dev)
-    admin_api_key = _api_key(values, "ADMIN_API_KEY", dev=dev)
+    if dev:
+        for key in ("publish_api_key", "admin_api_key"):
+            read[key] = read[key] or secrets.token_urlsafe(32)
     return Settings(
         jwt_secret=jwt_secret,
         jwt_public_key=jwt_public_key,
-        jwt_issuer=values.get("JWT_ISSUER"),
-        jwt_audience=values.get("JWT_AUDIENCE"),
-        jwt_leeway_secs=values.seconds("JWT_LEEWAY_SECS", 30.0, high=3600, zero_ok=True),
         bind_host=DEV_HOST if dev else bind_host,
         bind_port=bind_port,
-        max_connections_per_tenant=values.whole("MAX_CONNECTIONS_PER_TENANT", 1000, 1_000_000),
-        max_connections=values.whole("MAX_CONNECTIONS", 10000, 1_000_000),
-        rate_limit_max_requests=values.whole("RATE_LIMIT_MAX_REQUESTS", 100, _UINT32_MAX),
-        rate_limit_window_secs=values.seconds("RATE_LIMIT_WINDOW_SECS", 60.0, high=86400),
-        rate_limit_max_violations=values.whole("RATE_LIMIT_MAX_VIOLATIONS", 20, 1_000_000),
-        send_queue_size=values.whole("SEND_QUEUE_SIZE", 1024, 1_000_000),
-        max_message_bytes=values.whole("MAX_MESSAGE_BYTES", 65536, _MAX_MESSAGE_BYTES),
-        max_subscriptions_per_connection=values.whole(
-            "MAX_SUBSCRIPTIONS_PER_CONNECTION", 1000, 1_000_000
-        ),
-        heartbeat_interval_secs=values.seconds("HEARTBEAT_INTERVAL_SECS", 30.0, high=3600),
-        heartbeat_timeout_secs=values.seconds("HEARTBEAT_TIMEOUT_SECS", 10.0, high=3600),
-        shutdown_timeout_secs=values.seconds("SHUTDOWN_TIMEOUT_SECS", 30.0, high=3600),
-        http_header_timeout_secs=values.seconds("HTTP_HEADER_TIMEOUT_SECS", 10.0, high=3600),
-        max_pending_upgrades_per_ip=values.whole(
-            "MAX_PENDING_UPGRADES_PER_IP", 0, 1_000_000, zero_ok=True
-        ),
-        max_auth_failures_per_ip=values.whole(
-            "MAX_AUTH_FAILURES_PER_IP", 0, 1_000_000, zero_ok=True
-        ),
-        auth_failure_window_secs=values.seconds("AUTH_FAILURE_WINDOW_SECS", 60.0, high=86400),
-        broker_url=broker_url,
-        history_size=values.whole("HISTORY_SIZE", 1000, 1_000_000),
-        history_ttl_secs=values.seconds("HISTORY_TTL_SECS", 300.0, high=7 * 86400),
-        ws_allowed_origins=_ws_origins(values),
-        cors_allowed_origins=_cors_origins(values),
-        allowed_tenants=_tenants(values),
-        publish_api_key=publish_api_key,
-        admin_api_key=admin_api_key,
-        log_level=values.choice("LOG_LEVEL", _LOG_LEVELS, "info"),
-        log_format=values.choice("LOG_FORMAT", _LOG_FORMATS, "text"),
-        log_colored=values.boolean("LOG_COLORED", None, auto_ok=True),
-        metrics_tenant_labels=values.boolean("METRICS_TENANT_LABELS", False) is True,
         dev=dev,
         workers=workers,
+        **read,
     )
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password (in the user info or a `password=` query) redacted.
-
-    User info without a colon is redacted whole: Redis clients would read it as a
-    user name, but people paste passwords there.
-    """
-    parts = urlsplit(url)
-    if "@" not in parts.netloc and "password" not in parts.query.lower():
-        return url
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user, colon, _ = userinfo.partition(":")
-        netloc = f"{user}:{REDACTED}@{hostport}" if colon else f"{REDACTED}@{hostport}"
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, REDACTED if k.lower() == "password" else v) for k, v in pairs], safe="<>"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-
-
-class _Values:
-    """Typed reads of one merged, stripped environment, raising `ConfigError`."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = environ
-
-    def get(self, name: str) -> str | None:
-        value = self._environ.get(name, "").strip()
-        return value or None
-
-    def whole(self, name: str, default: int, high: int, *, zero_ok: bool = False) -> int:
-        text = self.get(name)
-        if text is None:
-            return default
-        low = 0 if zero_ok else 1
-        if text.isascii() and text.isdigit() and low <= int(text) <= high:
-            return int(text)
-        off = " (0 = off)" if zero_ok else ""
-        raise ConfigError(name, f"expected a whole number from {low} to {high}{off}, got {text!r}")
-
-    def seconds(self, name: str, default: float, *, high: float, zero_ok: bool = False) -> float:
-        text = self.get(name)
-        if text is None:
-            return default
-        try:
-            value = float(text)
-        except ValueError:
-            value = math.nan
-        low_ok = value >= 0 if zero_ok else value > 0
-        if math.isfinite(value) and low_ok and value <= high:
-            return value
-        bounds = f"from 0 to {high}" if zero_ok else f"greater than 0 and at most {high}"
-        raise ConfigError(name, f"expected a number of seconds {bounds}, got {text!r}")
-
-    def boolean(self, name: str, default: bool | None, *, auto_ok: bool = False) -> bool | None:
-        text = self.get(name)
-        if text is None:
-            return default
-        word = text.lower()
-        if word in _TRUE:
-            return True
-        if word in _FALSE:
-            return False
-        if auto_ok and word == "auto":
-            return None
-        accepted = f"{_BOOL_WORDS} or auto" if auto_ok else _BOOL_WORDS
-        raise ConfigError(name, f"expected one of {accepted}, got {text!r}")
-
-    def choice(self, name: str, choices: tuple[_Choice, ...], default: _Choice) -> _Choice:
-        text = self.get(name)
-        if text is None:
-            return default
-        for choice in choices:
-            if text.lower() == choice:
-                return choice
-        raise ConfigError(name, f"expected one of {', '.join(choices)}, got {text!r}")
-
-    def items(self, name: str, what: str) -> tuple[str, ...] | None:
-        text = self.get(name)
-        if text is None:
-            return None
-        entries = [entry.strip() for entry in text.split(",")]
-        if "" in entries:
-            raise ConfigError(
-                name, f"expected comma-separated {what} with no empty entry, got {text!r}"
-            )
-        return tuple(dict.fromkeys(entries))
 
 
 def _merge(environ: Mapping[str, str], dotenv_path: Path | None) -> Mapping[str, str]:
@@ -375,10 +546,9 @@ def _merge(environ: Mapping[str, str], dotenv_path: Path | None) -> Mapping[str,
     return merged
 
 
-def _jwt_keys(values: _Values, *, dev: bool) -> tuple[str | None, str | None]:
-    secret = values.get("JWT_SECRET")
-    public_key = values.get("JWT_PUBLIC_KEY")
-    key_file = values.get("JWT_PUBLIC_KEY_FILE")
+def _jwt_keys(
+    secret: str | None, public_key: str | None, key_file: str | None, *, dev: bool
+) -> tuple[str | None, str | None]:
     if public_key is not None and key_file is not None:
         raise ConfigError(
             "JWT_PUBLIC_KEY_FILE", "set either JWT_PUBLIC_KEY or JWT_PUBLIC_KEY_FILE, not both"
@@ -417,7 +587,7 @@ def _hs256_secret(secret: str) -> str:
         raise ConfigError(
             "JWT_SECRET",
             f"expected at least {MIN_HS256_SECRET_BYTES} bytes, got {size}; make one with "
-            f"{_KEYGEN_COMMAND}, or run pm-server --dev for local use",
+            f"{KEYGEN_COMMAND}, or run pm-server --dev for local use",
         )
     try:
         JwtValidator.hs256(secret)
@@ -447,125 +617,3 @@ def _rsa_public_key(variable: str, pem: str) -> str:
     except InvalidKey as error:  # its message never quotes the key
         raise ConfigError(variable, str(error)) from None
     return pem
-
-
-def _bind_addr(text: str) -> tuple[str, int]:
-    accepted = "expected host:port with a port from 1 to 65535, e.g. 0.0.0.0:3000 or [::1]:3000"
-    if text.startswith("["):
-        host, close, port = text[1:].partition("]:")
-        host_ok = bool(close) and _is_ip(host, version=6)
-    else:
-        host, colon, port = text.rpartition(":")
-        host_ok = bool(colon) and (
-            _is_ip(host, version=4)
-            or (_HOSTNAME.fullmatch(host) is not None and not _DOTTED_DIGITS.fullmatch(host))
-        )
-        if ":" in host:
-            accepted += " (an IPv6 address goes in brackets)"
-    if host_ok and port.isascii() and port.isdigit() and 1 <= int(port) <= 65535:
-        return host, int(port)
-    raise ConfigError("BIND_ADDR", f"{accepted}, got {text!r}")
-
-
-def _is_ip(text: str, *, version: int) -> bool:
-    try:
-        return ipaddress.ip_address(text).version == version
-    except ValueError:
-        return False
-
-
-def _broker_url(url: str) -> str:
-    accepted = "expected memory://, redis://[:password@]host[:port][/db] or rediss://..."
-    shown = redact_url(url)
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        raise ConfigError("BROKER_URL", f"{accepted}, got {shown!r}") from None
-    scheme = parts.scheme.lower()
-    if scheme == "memory" and url.lower() == "memory://":
-        return "memory://"
-    db = parts.path.removeprefix("/")
-    if (
-        scheme in ("redis", "rediss")
-        and parts.hostname
-        and (port is None or port > 0)
-        and (db == "" or db.isdigit())
-    ):
-        return url
-    raise ConfigError("BROKER_URL", f"{accepted}, got {shown!r}")
-
-
-def _api_key(values: _Values, name: str, *, dev: bool) -> str | None:
-    key = values.get(name)
-    if key is None:
-        return secrets.token_urlsafe(32) if dev else None
-    # Visible ASCII only: a key must travel in an `Authorization: Bearer` header.
-    if len(key) < MIN_API_KEY_CHARS or not all("!" <= c <= "~" for c in key):
-        raise ConfigError(
-            name,
-            f"expected at least {MIN_API_KEY_CHARS} visible ASCII characters, no spaces "
-            f"(e.g. {_KEYGEN_COMMAND}), or unset to turn the endpoint off",
-        )
-    return key
-
-
-def _ws_origins(values: _Values) -> tuple[str, ...] | None:
-    entries = values.items("WS_ALLOWED_ORIGINS", "origins")
-    if entries is None or entries == ("*",):
-        return None
-    return tuple(dict.fromkeys(_origin("WS_ALLOWED_ORIGINS", entry) for entry in entries))
-
-
-def _cors_origins(values: _Values) -> tuple[str, ...]:
-    entries = values.items("CORS_ALLOWED_ORIGINS", "origins")
-    if entries is None:
-        return ()
-    if entries == ("*",):
-        return entries
-    return tuple(dict.fromkeys(_origin("CORS_ALLOWED_ORIGINS", entry) for entry in entries))
-
-
-def _origin(name: str, text: str) -> str:
-    """`text` as browsers send it in `Origin`: lower-case, no default port, no path."""
-    default_ports = {"http": 80, "https": 443}
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        port, parts = None, None
-    if (
-        parts is None
-        or not parts.scheme
-        or not parts.hostname
-        or parts.username is not None
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-    ):
-        raise ConfigError(
-            name,
-            "expected * or comma-separated origins like https://app.example.com "
-            f"(scheme://host[:port], no path), got {text!r}",
-        )
-    scheme = parts.scheme.lower()
-    host = parts.hostname
-    if ":" in host:
-        host = f"[{host}]"
-    if port is None or default_ports.get(scheme) == port:
-        return f"{scheme}://{host}"
-    return f"{scheme}://{host}:{port}"
-
-
-def _tenants(values: _Values) -> frozenset[str] | None:
-    entries = values.items("ALLOWED_TENANTS", "tenant ids")
-    if entries is None:
-        return None
-    for entry in entries:
-        if len(entry) > _MAX_ID_CHARS or _CONTROL.search(entry):
-            raise ConfigError(
-                "ALLOWED_TENANTS",
-                f"expected tenant ids of 1 to {_MAX_ID_CHARS} characters without control "
-                f"characters, got {entry!r}",
-            )
-    return frozenset(entries)

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from typing import Final, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web_request import BaseRequest
@@ -270,15 +271,27 @@ def configure_logging(
     logging.captureWarnings(True)
 
 
-def log_print(*values: object, sep: str | None = " ", **_: object) -> None:
-    """A `print` replacement for `aiohttp.web.run_app(print=log_print)`.
+def redact_url(url: str) -> str:
+    """`url` with any password (in the user info or a `password=` query) redacted.
 
-    Sends aiohttp's start-up banner ("Running on ...") through logging at info,
-    so that in JSON format it is JSON like everything else.
+    User info without a colon is redacted whole: Redis clients would read it as a
+    user name, but people paste passwords there.
     """
-    message = (" " if sep is None else sep).join(str(value) for value in values).strip()
-    if message:
-        logging.getLogger("aiohttp.web").info(message)
+    parts = urlsplit(url)
+    if "@" not in parts.netloc and "password" not in parts.query.lower():
+        return url
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user, colon, _ = userinfo.partition(":")
+        netloc = f"{user}:{REDACTED}@{hostport}" if colon else f"{REDACTED}@{hostport}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, REDACTED if k.lower() == "password" else v) for k, v in pairs], safe="<>"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def _fields(record: logging.LogRecord) -> dict[str, object]:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
+from pm_server.app import serve
 from pm_server.config import Settings
 from pm_server.logs import configure_logging
 
@@ -442,6 +443,4 @@ def _worker(settings: Settings, slot: int) -> None:
     configure_logging(
         level=settings.log_level, fmt=settings.log_format, colored=settings.log_colored
     )
-    from pm_server.app import serve
-
     raise SystemExit(asyncio.run(serve(settings, reuse_port=True)))

@@ -16,6 +16,7 @@ from pm_ws.broker import (
     PublishResult,
 )
 from pm_ws.broker_url import open_broker
+from pm_ws.client_messages import check_id, decode_client_message
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandHandler, CommandRouter
 from pm_ws.events import (
@@ -45,7 +46,6 @@ from pm_ws.redis_broker import RedisBroker
 from pm_ws.registry import ConnectionInfo, ConnectionRegistry
 from pm_ws.session import Session, SessionState
 from pm_ws.shutdown import ShutdownCoordinator, ShutdownState
-from pm_ws.validator import check_id, decode_client_message
 
 __all__ = [
     "Broadcaster",

@@ -5,51 +5,43 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
+import pm_proto as pb
+
 
 @dataclass(frozen=True, slots=True)
 class CloseReason:
-    """A close code, the short reason sent in the close frame, and whether a client should retry.
+    """A close code and the short reason sent in the close frame (and in `Closing.code`).
 
     Codes 1000-1011 are RFC 6455's; 4000-4999 are ours (the range RFC 6455 leaves to
-    applications). `reconnect` is the advice of SPEC §2: reconnect (and resume) after
-    1001, 1011, 4008, 4009 and 4011; 4001 needs a new token first; 4003 and 4010 are
-    terminal.
+    applications). The table is `pm.v1.CloseCode` in proto/pm/v1/common.proto, which
+    the clients read too; `reason` is the enum value's name without `CLOSE_CODE_`.
+    Whether a client should reconnect after a code is the clients' decision (their
+    reconnect policies), not the server's.
     """
 
     code: int
     reason: str
-    reconnect: bool
 
 
-NORMAL: Final = CloseReason(1000, "NORMAL", reconnect=False)
-SERVER_SHUTDOWN: Final = CloseReason(1001, "SERVER_SHUTDOWN", reconnect=True)
-PROTOCOL_ERROR: Final = CloseReason(1002, "PROTOCOL_ERROR", reconnect=False)
-POLICY_VIOLATION: Final = CloseReason(1008, "POLICY_VIOLATION", reconnect=False)
-MESSAGE_TOO_BIG: Final = CloseReason(1009, "MESSAGE_TOO_BIG", reconnect=False)
-INTERNAL_ERROR: Final = CloseReason(1011, "INTERNAL_ERROR", reconnect=True)
-TOKEN_EXPIRED: Final = CloseReason(4001, "TOKEN_EXPIRED", reconnect=False)
-IDENTITY_CHANGED: Final = CloseReason(4003, "IDENTITY_CHANGED", reconnect=False)
-SLOW_CLIENT: Final = CloseReason(4008, "SLOW_CLIENT", reconnect=True)
-HEARTBEAT_TIMEOUT: Final = CloseReason(4009, "HEARTBEAT_TIMEOUT", reconnect=True)
-OPERATOR_DISCONNECT: Final = CloseReason(4010, "DISCONNECTED_BY_OPERATOR", reconnect=False)
-BROADCAST_LAGGED: Final = CloseReason(4011, "BROADCAST_LAGGED", reconnect=True)
+def _reason(code: pb.CloseCode) -> CloseReason:
+    return CloseReason(int(code), pb.CloseCode.Name(code).removeprefix("CLOSE_CODE_"))
+
+
+NORMAL: Final = _reason(pb.CloseCode.CLOSE_CODE_NORMAL)
+SERVER_SHUTDOWN: Final = _reason(pb.CloseCode.CLOSE_CODE_SERVER_SHUTDOWN)
+PROTOCOL_ERROR: Final = _reason(pb.CloseCode.CLOSE_CODE_PROTOCOL_ERROR)
+POLICY_VIOLATION: Final = _reason(pb.CloseCode.CLOSE_CODE_POLICY_VIOLATION)
+MESSAGE_TOO_BIG: Final = _reason(pb.CloseCode.CLOSE_CODE_MESSAGE_TOO_BIG)
+INTERNAL_ERROR: Final = _reason(pb.CloseCode.CLOSE_CODE_INTERNAL_ERROR)
+TOKEN_EXPIRED: Final = _reason(pb.CloseCode.CLOSE_CODE_TOKEN_EXPIRED)
+IDENTITY_CHANGED: Final = _reason(pb.CloseCode.CLOSE_CODE_IDENTITY_CHANGED)
+SLOW_CLIENT: Final = _reason(pb.CloseCode.CLOSE_CODE_SLOW_CLIENT)
+HEARTBEAT_TIMEOUT: Final = _reason(pb.CloseCode.CLOSE_CODE_HEARTBEAT_TIMEOUT)
+OPERATOR_DISCONNECT: Final = _reason(pb.CloseCode.CLOSE_CODE_DISCONNECTED_BY_OPERATOR)
+BROADCAST_LAGGED: Final = _reason(pb.CloseCode.CLOSE_CODE_BROADCAST_LAGGED)
 
 SERVER_CODES: Final = frozenset(
-    reason.code
-    for reason in (
-        NORMAL,
-        SERVER_SHUTDOWN,
-        PROTOCOL_ERROR,
-        POLICY_VIOLATION,
-        MESSAGE_TOO_BIG,
-        INTERNAL_ERROR,
-        TOKEN_EXPIRED,
-        IDENTITY_CHANGED,
-        SLOW_CLIENT,
-        HEARTBEAT_TIMEOUT,
-        OPERATOR_DISCONNECT,
-        BROADCAST_LAGGED,
-    )
+    code for code in pb.CloseCode.values() if code != pb.CloseCode.CLOSE_CODE_UNSPECIFIED
 )
 """Every code this server closes with."""
 

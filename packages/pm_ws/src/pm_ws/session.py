@@ -22,6 +22,16 @@ from pm_auth import AuthError, ConnectionRateLimiter, JwtValidator, TenantContex
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
 from pm_ws.broker import Broker, HistoryRead
+from pm_ws.client_messages import (
+    ClientRequest,
+    CommandRequest,
+    PingRequest,
+    RefreshTokenRequest,
+    SubscribeRequest,
+    UnsubscribeRequest,
+    decode_client_message,
+    decode_request_id,
+)
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandRouter
 from pm_ws.deadlines import Deadline, DeadlineWheel
@@ -32,16 +42,6 @@ from pm_ws.metrics import GatewayMetrics
 from pm_ws.outbox import Outbox
 from pm_ws.registry import ConnectionInfo
 from pm_ws.subscriptions import SubscriptionSet
-from pm_ws.validator import (
-    ClientRequest,
-    CommandRequest,
-    PingRequest,
-    RefreshTokenRequest,
-    SubscribeRequest,
-    UnsubscribeRequest,
-    decode_client_message,
-    decode_request_id,
-)
 from pm_ws.wire import encode, error_frame, event_frame, ping_frame, position_message
 
 logger = logging.getLogger(__name__)

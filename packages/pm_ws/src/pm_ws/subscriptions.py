@@ -6,8 +6,8 @@ from collections.abc import Collection, Iterable, Set
 from dataclasses import dataclass, field
 from typing import Final, Generic, Literal, TypeVar
 
+from pm_ws.client_messages import SubscriptionIds
 from pm_ws.events import Scope
-from pm_ws.validator import SubscriptionIds
 
 S = TypeVar("S")
 _Kind = Literal["project_ids", "sprint_ids", "work_item_ids"]

@@ -24,13 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12pm/v1/common.proto\x12\x05pm.v1\"D\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\x05\x66ield\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_field\"D\n\x05Scope\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tsprint_id\x18\x02 \x01(\t\x12\x14\n\x0cwork_item_id\x18\x03 \x01(\t\",\n\x0eStreamPosition\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x12pm/v1/common.proto\x12\x05pm.v1\"D\n\x05\x45rror\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x12\n\x05\x66ield\x18\x03 \x01(\tH\x00\x88\x01\x01\x42\x08\n\x06_field\"D\n\x05Scope\x12\x12\n\nproject_id\x18\x01 \x01(\t\x12\x11\n\tsprint_id\x18\x02 \x01(\t\x12\x14\n\x0cwork_item_id\x18\x03 \x01(\t\",\n\x0eStreamPosition\x12\r\n\x05\x65poch\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04*\xb0\x03\n\tCloseCode\x12\x1a\n\x16\x43LOSE_CODE_UNSPECIFIED\x10\x00\x12\x16\n\x11\x43LOSE_CODE_NORMAL\x10\xe8\x07\x12\x1f\n\x1a\x43LOSE_CODE_SERVER_SHUTDOWN\x10\xe9\x07\x12\x1e\n\x19\x43LOSE_CODE_PROTOCOL_ERROR\x10\xea\x07\x12 \n\x1b\x43LOSE_CODE_POLICY_VIOLATION\x10\xf0\x07\x12\x1f\n\x1a\x43LOSE_CODE_MESSAGE_TOO_BIG\x10\xf1\x07\x12\x1e\n\x19\x43LOSE_CODE_INTERNAL_ERROR\x10\xf3\x07\x12\x1d\n\x18\x43LOSE_CODE_TOKEN_EXPIRED\x10\xa1\x1f\x12 \n\x1b\x43LOSE_CODE_IDENTITY_CHANGED\x10\xa3\x1f\x12\x1b\n\x16\x43LOSE_CODE_SLOW_CLIENT\x10\xa8\x1f\x12!\n\x1c\x43LOSE_CODE_HEARTBEAT_TIMEOUT\x10\xa9\x1f\x12(\n#CLOSE_CODE_DISCONNECTED_BY_OPERATOR\x10\xaa\x1f\x12 \n\x1b\x43LOSE_CODE_BROADCAST_LAGGED\x10\xab\x1f\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pm.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CLOSECODE']._serialized_start=216
+  _globals['_CLOSECODE']._serialized_end=648
   _globals['_ERROR']._serialized_start=29
   _globals['_ERROR']._serialized_end=97
   _globals['_SCOPE']._serialized_start=99

@@ -4,15 +4,15 @@
 // @generated from file pm/v1/common.proto (package pm.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file pm/v1/common.proto.
  */
 export const file_pm_v1_common: GenFile = /*@__PURE__*/
-  fileDesc("ChJwbS92MS9jb21tb24ucHJvdG8SBXBtLnYxIkQKBUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRISCgVmaWVsZBgDIAEoCUgAiAEBQggKBl9maWVsZCJECgVTY29wZRISCgpwcm9qZWN0X2lkGAEgASgJEhEKCXNwcmludF9pZBgCIAEoCRIUCgx3b3JrX2l0ZW1faWQYAyABKAkiLAoOU3RyZWFtUG9zaXRpb24SDQoFZXBvY2gYASABKAkSCwoDc2VxGAIgASgEYgZwcm90bzM");
+  fileDesc("ChJwbS92MS9jb21tb24ucHJvdG8SBXBtLnYxIkQKBUVycm9yEgwKBGNvZGUYASABKAkSDwoHbWVzc2FnZRgCIAEoCRISCgVmaWVsZBgDIAEoCUgAiAEBQggKBl9maWVsZCJECgVTY29wZRISCgpwcm9qZWN0X2lkGAEgASgJEhEKCXNwcmludF9pZBgCIAEoCRIUCgx3b3JrX2l0ZW1faWQYAyABKAkiLAoOU3RyZWFtUG9zaXRpb24SDQoFZXBvY2gYASABKAkSCwoDc2VxGAIgASgEKrADCglDbG9zZUNvZGUSGgoWQ0xPU0VfQ09ERV9VTlNQRUNJRklFRBAAEhYKEUNMT1NFX0NPREVfTk9STUFMEOgHEh8KGkNMT1NFX0NPREVfU0VSVkVSX1NIVVRET1dOEOkHEh4KGUNMT1NFX0NPREVfUFJPVE9DT0xfRVJST1IQ6gcSIAobQ0xPU0VfQ09ERV9QT0xJQ1lfVklPTEFUSU9OEPAHEh8KGkNMT1NFX0NPREVfTUVTU0FHRV9UT09fQklHEPEHEh4KGUNMT1NFX0NPREVfSU5URVJOQUxfRVJST1IQ8wcSHQoYQ0xPU0VfQ09ERV9UT0tFTl9FWFBJUkVEEKEfEiAKG0NMT1NFX0NPREVfSURFTlRJVFlfQ0hBTkdFRBCjHxIbChZDTE9TRV9DT0RFX1NMT1dfQ0xJRU5UEKgfEiEKHENMT1NFX0NPREVfSEVBUlRCRUFUX1RJTUVPVVQQqR8SKAojQ0xPU0VfQ09ERV9ESVNDT05ORUNURURfQllfT1BFUkFUT1IQqh8SIAobQ0xPU0VfQ09ERV9CUk9BRENBU1RfTEFHR0VEEKsfYgZwcm90bzM");
 
 /**
  * Error answers a request that could not be served. `code` is stable and
@@ -99,4 +99,89 @@ export type StreamPosition = Message<"pm.v1.StreamPosition"> & {
  */
 export const StreamPositionSchema: GenMessage<StreamPosition> = /*@__PURE__*/
   messageDesc(file_pm_v1_common, 2);
+
+/**
+ * CloseCode is every WebSocket close code the server closes a connection with
+ * (SPEC §2). 1000-1011 are RFC 6455's, 4000-4999 the range it leaves to
+ * applications. The close frame's reason, and `Closing.code` before a
+ * server-initiated close, carry the value's name without the `CLOSE_CODE_`
+ * prefix (e.g. "SLOW_CLIENT"). Clients reconnect and resume after 1001, 1011,
+ * 4008, 4009 and 4011; 4001 needs a new token first; 4003 and 4010 are terminal.
+ * No message carries this type: it is the one table both servers and clients
+ * read.
+ *
+ * @generated from enum pm.v1.CloseCode
+ */
+export enum CloseCode {
+  /**
+   * @generated from enum value: CLOSE_CODE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_NORMAL = 1000;
+   */
+  NORMAL = 1000,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_SERVER_SHUTDOWN = 1001;
+   */
+  SERVER_SHUTDOWN = 1001,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_PROTOCOL_ERROR = 1002;
+   */
+  PROTOCOL_ERROR = 1002,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_POLICY_VIOLATION = 1008;
+   */
+  POLICY_VIOLATION = 1008,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_MESSAGE_TOO_BIG = 1009;
+   */
+  MESSAGE_TOO_BIG = 1009,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_INTERNAL_ERROR = 1011;
+   */
+  INTERNAL_ERROR = 1011,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_TOKEN_EXPIRED = 4001;
+   */
+  TOKEN_EXPIRED = 4001,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_IDENTITY_CHANGED = 4003;
+   */
+  IDENTITY_CHANGED = 4003,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_SLOW_CLIENT = 4008;
+   */
+  SLOW_CLIENT = 4008,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_HEARTBEAT_TIMEOUT = 4009;
+   */
+  HEARTBEAT_TIMEOUT = 4009,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_DISCONNECTED_BY_OPERATOR = 4010;
+   */
+  DISCONNECTED_BY_OPERATOR = 4010,
+
+  /**
+   * @generated from enum value: CLOSE_CODE_BROADCAST_LAGGED = 4011;
+   */
+  BROADCAST_LAGGED = 4011,
+}
+
+/**
+ * Describes the enum pm.v1.CloseCode.
+ */
+export const CloseCodeSchema: GenEnum<CloseCode> = /*@__PURE__*/
+  enumDesc(file_pm_v1_common, 0);
 

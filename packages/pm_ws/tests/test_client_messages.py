@@ -5,9 +5,7 @@ import pm_proto as pb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pm_ws.events import StreamPosition
-from pm_ws.exceptions import ProtocolError
-from pm_ws.validator import (
+from pm_ws.client_messages import (
     ClientRequest,
     CommandRequest,
     PingRequest,
@@ -19,6 +17,8 @@ from pm_ws.validator import (
     decode_client_message,
     decode_request_id,
 )
+from pm_ws.events import StreamPosition
+from pm_ws.exceptions import ProtocolError
 
 ID_LISTS = ("project_ids", "sprint_ids", "work_item_ids")
 REQUEST_TYPES = (

@@ -1,24 +1,25 @@
-"""Decoding and validating client frames into typed requests."""
+"""Client frames decoded and validated into typed requests (SPEC §2 "Validation")."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
 
 import pm_proto as pb
 from google.protobuf.message import DecodeError
+from pm_proto.contract import (
+    COMMAND_NAME_PATTERN,
+    MAX_ID_CHARS,
+    MAX_IDS_PER_LIST,
+    MAX_REQUEST_ID_CHARS,
+    MAX_TOKEN_BYTES,
+    is_valid_command_name,
+    is_valid_id,
+    is_valid_request_id,
+)
 
 from pm_ws.events import StreamPosition
 from pm_ws.exceptions import ProtocolError
-
-MAX_ID_CHARS: Final = 128
-MAX_REQUEST_ID_CHARS: Final = 64
-MAX_IDS_PER_LIST: Final = 100
-MAX_TOKEN_BYTES: Final = 8 * 1024
-_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-_COMMAND_NAME: Final = re.compile(r"[a-z][a-z0-9_.]{0,63}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +82,12 @@ ClientRequest = (
 
 
 def check_id(value: str, field: str, *, request_id: str = "") -> str:
-    """Check an opaque id: 1 to 128 characters, no control characters.
+    """`value` when it is a valid opaque id (`pm_proto.contract.is_valid_id`).
 
     Raises:
         ProtocolError: INVALID_MESSAGE naming `field`.
     """
-    if not value or len(value) > MAX_ID_CHARS or _CONTROL.search(value):
+    if not is_valid_id(value):
         raise ProtocolError(
             f"{field} must be 1 to {MAX_ID_CHARS} characters without control characters",
             field=field,
@@ -127,11 +128,7 @@ def decode_request_id(data: bytes) -> str:
         request_id = pb.ClientMessage.FromString(data).request_id
     except (DecodeError, ValueError):
         return ""
-    return request_id if _valid_request_id(request_id) else ""
-
-
-def _valid_request_id(request_id: str) -> bool:
-    return len(request_id) <= MAX_REQUEST_ID_CHARS and not _CONTROL.search(request_id)
+    return request_id if is_valid_request_id(request_id) else ""
 
 
 def decode_client_message(data: bytes) -> ClientRequest:
@@ -149,7 +146,7 @@ def decode_client_message(data: bytes) -> ClientRequest:
     except (DecodeError, ValueError) as exc:
         raise ProtocolError("frame is not a pm.v1.ClientMessage", code="DECODE_ERROR") from exc
     request_id = message.request_id
-    if not _valid_request_id(request_id):
+    if not is_valid_request_id(request_id):
         raise ProtocolError(
             f"request_id must be at most {MAX_REQUEST_ID_CHARS} characters without control "
             "characters",
@@ -180,9 +177,9 @@ def decode_client_message(data: bytes) -> ClientRequest:
         return RefreshTokenRequest(request_id, token)
     if kind == "command":
         name = message.command.name
-        if not _COMMAND_NAME.fullmatch(name):
+        if not is_valid_command_name(name):
             raise ProtocolError(
-                "command name must match [a-z][a-z0-9_.]{0,63}",
+                f"command name must match {COMMAND_NAME_PATTERN}",
                 field="command.name",
                 request_id=request_id,
             )
