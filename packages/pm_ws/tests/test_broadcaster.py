@@ -10,14 +10,14 @@ import pm_proto as pb
 import pytest
 from pm_ws import broadcaster as broadcaster_module
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import BrokerSink, DisconnectRequest, PublishResult
+from pm_ws.brokers.broker import BrokerSink, DisconnectRequest, PublishResult
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.codec import event_frame
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable
-from pm_ws.memory_broker import MemoryBroker
 from pm_ws.metrics import GatewayMetrics
 from pm_ws.subscriptions import SubscriptionSet
 from pm_ws.validator import SubscriptionIds
-from pm_ws.wire import event_frame
 from prometheus_client import CollectorRegistry
 
 from packages.pm_ws.tests.session_harness import (

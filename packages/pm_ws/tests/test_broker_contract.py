@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import pytest
-from pm_ws.broker import Broker, DisconnectRequest, PublishResult
-from pm_ws.broker_url import open_broker
+from pm_ws.brokers.broker import Broker, DisconnectRequest, PublishResult
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.brokers.redis_broker import RedisBroker
+from pm_ws.brokers.url import open_broker
 from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, UnsupportedBrokerUrl
-from pm_ws.memory_broker import MemoryBroker
-from pm_ws.redis_broker import RedisBroker
 
 from packages.pm_ws.tests.conftest import BrokerFactory, ManualClock, RecordingSink
 
@@ -320,7 +320,7 @@ def test_open_broker_never_repeats_a_bad_redis_url() -> None:
 def test_open_broker_names_the_extra_when_redis_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delitem(sys.modules, "pm_ws._redis_link")
+    monkeypatch.delitem(sys.modules, "pm_ws.brokers._redis_link")
     for name in [m for m in sys.modules if m == "redis" or m.startswith("redis.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "redis", None)

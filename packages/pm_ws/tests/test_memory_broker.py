@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from pm_ws.broker import DisconnectRequest
+from pm_ws.brokers.broker import DisconnectRequest
+from pm_ws.brokers.memory_broker import MemoryBroker, history_read
 from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
-from pm_ws.memory_broker import MemoryBroker, history_read
 
 from packages.pm_ws.tests.conftest import ManualClock, RecordingSink
 
@@ -60,7 +60,7 @@ async def test_a_failing_sink_neither_fails_the_publish_nor_starves_the_others(
     await broker.subscribe(ACME, ExplodingSink())
     await broker.subscribe(ACME, healthy)
 
-    with caplog.at_level(logging.ERROR, logger="pm_ws.memory_broker"):
+    with caplog.at_level(logging.ERROR, logger="pm_ws.brokers.memory_broker"):
         await broker.publish(draft("e1"))
         await broker.publish_disconnect(DisconnectRequest(ACME))
 

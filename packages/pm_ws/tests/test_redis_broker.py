@@ -8,11 +8,11 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pm_ws._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
-from pm_ws.broker import DisconnectRequest, HistoryRead
+from pm_ws.brokers._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
+from pm_ws.brokers.broker import DisconnectRequest, HistoryRead
+from pm_ws.brokers.redis_broker import RedisBroker, _Feed
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
-from pm_ws.redis_broker import RedisBroker, _Feed
 from redis.crc import key_slot
 
 from packages.pm_ws.tests.conftest import RecordingSink, RedisBrokerFactory

@@ -7,7 +7,7 @@ pm.v1 protocol: authenticated, limited, filtered, ordered, resumable.
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import (
+from pm_ws.brokers.broker import (
     Broker,
     BrokerHealth,
     BrokerSink,
@@ -15,7 +15,9 @@ from pm_ws.broker import (
     HistoryRead,
     PublishResult,
 )
-from pm_ws.broker_url import open_broker
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.brokers.redis_broker import RedisBroker
+from pm_ws.brokers.url import open_broker
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandHandler, CommandRouter
 from pm_ws.events import (
@@ -39,9 +41,7 @@ from pm_ws.exceptions import (
 from pm_ws.gateway import Gateway, GatewayOptions, TenantCheck
 from pm_ws.limits import GatewayLimits
 from pm_ws.log_context import ConnectionLogContext, connection_log_context
-from pm_ws.memory_broker import MemoryBroker
 from pm_ws.metrics import GatewayMetrics
-from pm_ws.redis_broker import RedisBroker
 from pm_ws.registry import ConnectionInfo, ConnectionRegistry
 from pm_ws.session import Session, SessionState
 from pm_ws.shutdown import ShutdownCoordinator, ShutdownState

@@ -8,12 +8,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pm_ws.broker import Broker, DisconnectRequest
+from pm_ws.brokers.broker import Broker, DisconnectRequest
+from pm_ws.codec import event_frame
 from pm_ws.events import Event, StreamPosition, TenantId, UserId
 from pm_ws.metrics import GatewayMetrics
 from pm_ws.subscriptions import SubscriptionSet, TenantIndex
 from pm_ws.validator import SubscriptionIds
-from pm_ws.wire import event_frame
 
 
 class Subscriber(Protocol):

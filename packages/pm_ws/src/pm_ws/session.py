@@ -21,8 +21,9 @@ from pm_auth import AuthError, ConnectionRateLimiter, JwtValidator, TenantContex
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import Broker, HistoryRead
+from pm_ws.brokers.broker import Broker, HistoryRead
 from pm_ws.close_codes import CloseReason
+from pm_ws.codec import encode, error_frame, event_frame, ping_frame, position_message
 from pm_ws.commands import CommandContext, CommandRouter
 from pm_ws.deadlines import Deadline, DeadlineWheel
 from pm_ws.events import ConnectionId, Event, StreamPosition, TenantId, UserId
@@ -42,7 +43,6 @@ from pm_ws.validator import (
     decode_client_message,
     decode_request_id,
 )
-from pm_ws.wire import encode, error_frame, event_frame, ping_frame, position_message
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from pm_ws._redis_codec import (
+from pm_ws.brokers._redis_codec import (
     TenantKeys,
     decode_channel_message,
     decode_history_entry,
@@ -20,13 +20,19 @@ from pm_ws._redis_codec import (
     encode_draft,
     event_header,
 )
-from pm_ws.broker import BrokerHealth, BrokerSink, DisconnectRequest, HistoryRead, PublishResult
+from pm_ws.brokers.broker import (
+    BrokerHealth,
+    BrokerSink,
+    DisconnectRequest,
+    HistoryRead,
+    PublishResult,
+)
+from pm_ws.brokers.memory_broker import history_read
 from pm_ws.events import Event, EventDraft, StreamPosition, TenantId
 from pm_ws.exceptions import BrokerUnavailable, UnsupportedBrokerUrl
-from pm_ws.memory_broker import history_read
 
 if TYPE_CHECKING:
-    from pm_ws._redis_link import ChannelMessage, PubSubLink, RedisLink
+    from pm_ws.brokers._redis_link import ChannelMessage, PubSubLink, RedisLink
 
 _LOG = logging.getLogger(__name__)
 
@@ -200,7 +206,7 @@ class RedisBroker:
         if timeout_secs <= 0:
             raise ValueError("timeout_secs must be positive")
         try:
-            from pm_ws._redis_link import RedisLink
+            from pm_ws.brokers._redis_link import RedisLink
         except ImportError as exc:
             if (exc.name or "").partition(".")[0] != "redis":
                 raise

@@ -1,6 +1,6 @@
 """RedisBroker's wires to Redis: a command client with its scripts, and pub/sub connections."""
 
-# This module imports redis; pm_ws.redis_broker imports it only when a
+# This module imports redis; pm_ws.brokers.redis_broker imports it only when a
 # RedisBroker is built, so `import pm_ws` works without the extra.
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pm_ws import _redis_lua
+from pm_ws.brokers import _redis_lua
 from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 
 _LOG = logging.getLogger(__name__)

@@ -2,8 +2,8 @@ import pm_proto as pb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pm_ws.codec import encode, error_frame, event_frame, frame_binary, ping_frame
 from pm_ws.events import Event, Scope, StreamPosition, TenantId
-from pm_ws.wire import encode, error_frame, event_frame, frame_binary, ping_frame
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 

@@ -10,9 +10,9 @@ from typing import Final
 import pm_proto
 from google.protobuf.message import DecodeError
 
-from pm_ws.broker import DisconnectRequest
+from pm_ws.brokers.broker import DisconnectRequest
+from pm_ws.codec import event_message
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
-from pm_ws.wire import event_message
 
 # Every channel message starts with one of these bytes.
 EVENT_MESSAGE: Final = b"E"

@@ -9,7 +9,13 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pm_ws.broker import BrokerHealth, BrokerSink, DisconnectRequest, HistoryRead, PublishResult
+from pm_ws.brokers.broker import (
+    BrokerHealth,
+    BrokerSink,
+    DisconnectRequest,
+    HistoryRead,
+    PublishResult,
+)
 from pm_ws.events import Event, EventDraft, StreamPosition, TenantId
 from pm_ws.exceptions import BrokerUnavailable
 
