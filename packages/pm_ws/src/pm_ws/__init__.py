@@ -7,17 +7,17 @@ pm.v1 protocol: authenticated, limited, filtered, ordered, resumable.
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.brokers.broker import (
+from pm_ws.brokers import (
     Broker,
     BrokerHealth,
     BrokerSink,
     DisconnectRequest,
     HistoryRead,
+    MemoryBroker,
     PublishResult,
+    RedisBroker,
+    open_broker,
 )
-from pm_ws.brokers.memory_broker import MemoryBroker
-from pm_ws.brokers.redis_broker import RedisBroker
-from pm_ws.brokers.url import open_broker
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandHandler, CommandRouter
 from pm_ws.events import (

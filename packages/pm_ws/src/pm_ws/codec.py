@@ -1,4 +1,10 @@
-"""Encoding server messages once, as ready-to-write WebSocket frames."""
+"""Engine values to and from pm.v1 protobuf, and server messages as ready-to-write frames.
+
+Every conversion between the engine's events and the wire's lives here:
+fanout, replays, the Redis broker's stored bytes. An event is encoded once,
+never once per recipient; an event that arrives as bytes (from Redis) is
+framed from those bytes without being encoded again.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,14 @@ import struct
 from typing import Final
 
 import pm_proto as pb
+from google.protobuf.message import DecodeError
 
-from pm_ws.events import Event, EventDraft, StreamPosition
+from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
 
 _BINARY_FIN: Final = 0x82
 _PING_FRAME: Final = b"\x89\x00"
+# The key of `ServerMessage.event`: its field number, wire type 2 (length-delimited).
+_EVENT_KEY: Final = bytes([pb.ServerMessage.DESCRIPTOR.fields_by_name["event"].number << 3 | 2])
 
 
 def frame_binary(payload: bytes) -> bytes:
@@ -20,14 +29,15 @@ def frame_binary(payload: bytes) -> bytes:
     recipient: fanout frames an event once and writes the same object to each
     connection. Compression is never applied (SPEC §4: it defeats encode-once).
     """
-    length = len(payload)
+    return _binary_header(len(payload)) + payload
+
+
+def _binary_header(length: int) -> bytes:
     if length < 126:
-        header = struct.pack("!BB", _BINARY_FIN, length)
-    elif length < 65_536:
-        header = struct.pack("!BBH", _BINARY_FIN, 126, length)
-    else:
-        header = struct.pack("!BBQ", _BINARY_FIN, 127, length)
-    return header + payload
+        return struct.pack("!BB", _BINARY_FIN, length)
+    if length < 65_536:
+        return struct.pack("!BBH", _BINARY_FIN, 126, length)
+    return struct.pack("!BBQ", _BINARY_FIN, 127, length)
 
 
 def close_frame(code: int, reason: str) -> bytes:
@@ -70,9 +80,60 @@ def event_message(event: Event | EventDraft) -> pb.Event:
     return message
 
 
+def event_bytes(event: Event | EventDraft) -> bytes:
+    """The serialised `pm.v1.Event`; a draft's has no position yet."""
+    return event_message(event).SerializeToString()
+
+
+def event_from_bytes(tenant_id: TenantId, data: bytes, published_at_ns: int) -> Event:
+    """Parse a serialised `pm.v1.Event` that has a position, keeping `data` as its encoding.
+
+    Raises:
+        ValueError: The bytes are not such an event.
+    """
+    try:
+        wire = pb.Event.FromString(data)
+    except DecodeError as exc:
+        raise ValueError("undecodable event") from exc
+    if not wire.HasField("position") or not wire.position.epoch:
+        raise ValueError("event without a position")
+    return Event(
+        tenant_id=tenant_id,
+        event_id=wire.event_id,
+        type=wire.type,
+        scope=Scope(
+            project_id=wire.scope.project_id,
+            sprint_id=wire.scope.sprint_id,
+            work_item_id=wire.scope.work_item_id,
+        ),
+        payload=wire.payload,
+        actor_user_id=wire.actor_user_id,
+        occurred_at_ms=wire.occurred_at_ms,
+        position=StreamPosition(wire.position.epoch, wire.position.seq),
+        published_at_ns=published_at_ns,
+        encoded=data,
+    )
+
+
 def event_frame(event: Event) -> bytes:
-    """The framed `ServerMessage` carrying an event: built once per event, for every recipient."""
-    return encode(pb.ServerMessage(event=event_message(event)))
+    """The framed `ServerMessage` carrying an event: built once per event, for every recipient.
+
+    The message is written field by field (protobuf's encoding of a
+    `ServerMessage` holding only `event`): the event's own bytes when the
+    broker kept them (`Event.encoded`), else its fields encoded now.
+    """
+    body = event.encoded or event_bytes(event)
+    key = _EVENT_KEY + _varint(len(body))
+    return b"".join((_binary_header(len(key) + len(body)), key, body))
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 def error_frame(request_id: str, code: str, message: str, field: str | None = None) -> bytes:
