@@ -4,23 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pm_proto as pb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from pm_ws.brokers._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
-from pm_ws.brokers._redis_feed import FeedContext, TenantFeed
-from pm_ws.brokers._redis_listener import Backoff
-from pm_ws.brokers.broker import DisconnectRequest, HistoryRead
-from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.brokers.broker import DisconnectRequest
 from pm_ws.brokers.redis_broker import RedisBroker
 from pm_ws.codec import event_frame, event_message, frame_binary
-from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
+from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 from redis.crc import key_slot
 
-from packages.pm_ws.tests.conftest import RecordingSink, RedisBrokerFactory
+from packages.pm_ws.tests.conftest import RedisBrokerFactory
 from packages.pm_ws.tests.redis_server import RedisServer, TcpProxy, free_port
 from packages.pm_ws.tests.test_broker_contract import listening
 
@@ -425,60 +423,18 @@ async def test_concurrent_first_listens_of_a_tenant_deliver_each_event_once(
     assert sink.seqs == [1]
 
 
-def event_at(epoch: str, seq: int) -> Event:
-    return Event.from_draft(draft(f"e{seq}"), StreamPosition(epoch, seq), published_at_ns=0)
-
-
-def feed_at(last: StreamPosition, sink: RecordingSink, *, held_limit: int = 10) -> TenantFeed:
-    context = FeedContext(
-        sink=sink,
-        history=MemoryBroker(),  # these feeds never read history
-        read_slots=asyncio.Semaphore(1),
-        backoff=Backoff(0.01, 0.1),
-        held_limit=held_limit,
-    )
-    feed = TenantFeed(ACME, context)
-    feed.last = last
-    return feed
-
-
-async def test_a_feed_delivers_the_next_event_drops_repeats_and_stops_at_gaps() -> None:
-    sink = RecordingSink()
-    feed = feed_at(StreamPosition("e", 1), sink)
-
-    results = [feed.advance(event_at("e", seq)) for seq in (2, 2, 1, 4)]
-    other_epoch = feed.advance(event_at("f", 3))
-
-    assert results == [True, True, True, False]
-    assert not other_epoch
-    assert sink.seqs == [2]
-    assert feed.last == StreamPosition("e", 2)
-
-
-async def test_a_feed_drops_held_events_that_a_later_read_proved_stale_or_forged() -> None:
-    sink = RecordingSink()
-    feed = feed_at(StreamPosition("old", 5), sink)
-    for event in (event_at("old", 7), event_at("new", 99)):
-        feed.hold(event)
-    feed.reads_started += 1
-    feed.apply(HistoryRead(events=(), complete=False, position=StreamPosition("new", 2)))
-    feed.hold(event_at("new", 3))
-    feed.hold(event_at("newer", 1))
-
-    drained = feed.drain(settled=feed.reads_started)
-
-    assert sink.lags == [ACME]
-    assert sink.seqs == [3]
-    assert not drained
-    assert [event.position for event, _ in feed.held] == [StreamPosition("newer", 1)]
-
-
-async def test_a_feed_whose_held_events_overflow_reads_history_again() -> None:
-    sink = RecordingSink()
-    feed = feed_at(StreamPosition("e", 0), sink, held_limit=2)
-
-    for seq in (1, 2, 3):
-        feed.hold(event_at("e", seq))
-
-    assert feed.again
-    assert [event.position.seq for event, _ in feed.held] == [3]
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"history_size": 0}, "history_size"),
+        ({"history_ttl_secs": 0}, "history_ttl_secs"),
+        ({"key_prefix": ""}, "key_prefix"),
+        ({"key_prefix": "pm{1}"}, "key_prefix"),
+        ({"reconnect_backoff": (0, 1)}, "reconnect_backoff"),
+        ({"reconnect_backoff": (2, 1)}, "reconnect_backoff"),
+        ({"timeout_secs": 0}, "timeout_secs"),
+    ],
+)
+def test_settings_out_of_range_are_refused(setting: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        RedisBroker("redis://127.0.0.1:1/0", **setting)
