@@ -124,10 +124,15 @@ def event_frame(event: Event) -> bytes:
     """
     body = event.encoded or event_bytes(event)
     key = _EVENT_KEY + _varint(len(body))
-    return b"".join((_binary_header(len(key) + len(body)), key, body))
+    return _binary_header(len(key) + len(body)) + key + body
 
 
 def _varint(value: int) -> bytes:
+    # Most events are under 16 KiB: one or two bytes, without the loop.
+    if value < 0x80:
+        return bytes((value,))
+    if value < 0x4000:
+        return bytes((value & 0x7F | 0x80, value >> 7))
     out = bytearray()
     while value >= 0x80:
         out.append(value & 0x7F | 0x80)
