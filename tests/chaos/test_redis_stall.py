@@ -1,6 +1,6 @@
 """Redis stops answering for longer than the gateways' publish timeout, under load.
 
-The publish timeout is RedisLink's `timeout_secs` (2.0 s, pm_ws/_redis_link.py,
+The publish timeout is RedisLink's `timeout_secs` (2.0 s, pm_ws/brokers/_redis_link.py,
 the default of RedisBroker); pm-server does not change it. A stall of 3 s
 makes the publishes in flight time out, while pub/sub stays up (its keepalive
 gives up only after two silent 5 s intervals) and so do clients.

@@ -215,7 +215,7 @@ async def test_a_refused_subscription_is_retried_with_growing_backoff_and_not_re
 
     with pubsub_cut_off(acl_redis, LISTENER):
         await a.await_log(REFUSED, count=a.count(REFUSED) + 3)
-    during = [line for line in a.lines[start:] if "pm_ws.redis_broker" in line]
+    during = [line for line in a.lines[start:] if "pm_ws.brokers." in line]
     last_refusal = max(i for i, line in enumerate(during) if REFUSED in line)
     await wait_ready(redis_http, a, 200)
     sent = await publish(redis_http, b, tenant, "p1")

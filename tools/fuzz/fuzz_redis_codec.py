@@ -22,7 +22,7 @@ import random
 import pm_proto as pb
 from jsonmutator import mutate_json
 from pm_ws import DisconnectRequest, Event, TenantId
-from pm_ws._redis_codec import (
+from pm_ws.brokers._redis_codec import (
     DISCONNECT_MESSAGE,
     EVENT_MESSAGE,
     decode_channel_message,

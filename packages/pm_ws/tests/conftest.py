@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Protocol
 
 import pytest
-from pm_ws.broker import Broker, DisconnectRequest
+from pm_ws.brokers.broker import Broker, DisconnectRequest
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.brokers.redis_broker import RedisBroker
 from pm_ws.events import Event, TenantId
-from pm_ws.memory_broker import MemoryBroker
-from pm_ws.redis_broker import RedisBroker
 
 from packages.pm_ws.tests.redis_server import REDIS_SERVER, RedisServer, TcpProxy
 

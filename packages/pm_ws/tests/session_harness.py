@@ -24,13 +24,13 @@ import jwt
 import pm_proto as pb
 from pm_auth import JwtValidator, RateLimiterFactory, TenantContext
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import PublishResult
+from pm_ws.brokers.broker import PublishResult
+from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandRouter
 from pm_ws.deadlines import DeadlineWheel
 from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId
 from pm_ws.limits import GatewayLimits
-from pm_ws.memory_broker import MemoryBroker
 from pm_ws.metrics import GatewayMetrics
 from pm_ws.outbox import FlushScheduler, Outbox
 from pm_ws.registry import ConnectionRegistry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -10,14 +11,14 @@ import pm_proto as pb
 import pytest
 from pm_ws import broadcaster as broadcaster_module
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import BrokerSink, DisconnectRequest, PublishResult
+from pm_ws.brokers.broker import DisconnectRequest, PublishResult
+from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.client_messages import SubscriptionIds
+from pm_ws.codec import event_frame
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable
-from pm_ws.memory_broker import MemoryBroker
 from pm_ws.metrics import GatewayMetrics
 from pm_ws.subscriptions import SubscriptionSet
-from pm_ws.wire import event_frame
 from prometheus_client import CollectorRegistry
 
 from packages.pm_ws.tests.session_harness import (
@@ -66,26 +67,26 @@ class Member:
 class ListeningBroker(MemoryBroker):
     """A MemoryBroker that records which tenants the broadcaster listens to.
 
-    With `hold_unsubscribe`, an unsubscribe waits for `release` (a slow broker).
+    With `hold_unlisten`, an unlisten waits for `release` (a slow broker).
     """
 
     def __init__(self) -> None:
         super().__init__(wall_clock_ns=lambda: PUBLISHED_NS)
         self.calls: list[tuple[str, TenantId]] = []
-        self.hold_unsubscribe = False
-        self.unsubscribing = asyncio.Event()
+        self.hold_unlisten = False
+        self.unlistening = asyncio.Event()
         self.release = asyncio.Event()
 
-    async def subscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
-        self.calls.append(("subscribe", tenant_id))
-        await super().subscribe(tenant_id, sink)
+    async def listen(self, tenant_id: TenantId) -> None:
+        self.calls.append(("listen", tenant_id))
+        await super().listen(tenant_id)
 
-    async def unsubscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
-        self.calls.append(("unsubscribe", tenant_id))
-        if self.hold_unsubscribe:
-            self.unsubscribing.set()
+    async def unlisten(self, tenant_id: TenantId) -> None:
+        self.calls.append(("unlisten", tenant_id))
+        if self.hold_unlisten:
+            self.unlistening.set()
             await self.release.wait()
-        await super().unsubscribe(tenant_id, sink)
+        await super().unlisten(tenant_id)
 
 
 class Fanout:
@@ -243,7 +244,7 @@ async def test_join_returns_the_tenant_position_and_listens_once_per_tenant(
 
     assert position == again == last.position == StreamPosition(last.position.epoch, 2)
     assert fanout.broadcaster.position(TENANT) == StreamPosition(last.position.epoch, 3)
-    assert fanout.broker.calls == [("subscribe", TENANT)]
+    assert fanout.broker.calls == [("listen", TENANT)]
 
 
 async def test_the_last_member_leaving_stops_listening_and_another_tenant_is_unaffected(
@@ -260,8 +261,8 @@ async def test_the_last_member_leaving_stops_listening_and_another_tenant_is_una
     await fanout.publish("p1")
     await fanout.publish("p1", tenant=OTHER_TENANT)
 
-    assert still_listening == [("subscribe", TENANT), ("subscribe", OTHER_TENANT)]
-    assert fanout.broker.calls[2:] == [("unsubscribe", TENANT)]
+    assert still_listening == [("listen", TENANT), ("listen", OTHER_TENANT)]
+    assert fanout.broker.calls[2:] == [("unlisten", TENANT)]
     assert fanout.broadcaster.position(TENANT) is None
     assert first.seqs == second.seqs == []
     assert other.seqs == [1]
@@ -271,9 +272,9 @@ async def test_a_member_joining_while_the_last_one_leaves_keeps_receiving(
     fanout: Fanout,
 ) -> None:
     leaving = await fanout.member(projects=["p1"])
-    fanout.broker.hold_unsubscribe = True
+    fanout.broker.hold_unlisten = True
     departure = asyncio.ensure_future(fanout.broadcaster.leave(leaving))
-    await asyncio.wait_for(fanout.broker.unsubscribing.wait(), WAIT_SECS)
+    await asyncio.wait_for(fanout.broker.unlistening.wait(), WAIT_SECS)
 
     arriving = Member(TENANT, "c-late", ALICE)
     arrival = asyncio.ensure_future(fanout.broadcaster.join(arriving))
@@ -282,7 +283,7 @@ async def test_a_member_joining_while_the_last_one_leaves_keeps_receiving(
     fanout.broadcaster.subscribe(arriving, SubscriptionIds(project_ids=("p1",)))
     await fanout.publish("p1")
 
-    assert fanout.broker.calls[-1] == ("subscribe", TENANT)
+    assert fanout.broker.calls[-1] == ("listen", TENANT)
     assert arriving.seqs == [1]
 
 
@@ -356,3 +357,41 @@ async def test_join_fails_cleanly_when_the_broker_is_unavailable(fanout: Fanout)
     assert fanout.broadcaster.position(TENANT) is None
     fanout.broadcaster.subscribe(member, SubscriptionIds(project_ids=("p1",)))
     assert len(member.subscriptions) == 0
+
+
+@dataclass(eq=False)
+class FailingMember(Member):
+    """A connection whose every hand-over raises (a bug in it)."""
+
+    def push_event(self, event: Event, frame: bytes) -> None:
+        raise RuntimeError("connection bug")
+
+    def lagged(self) -> None:
+        raise RuntimeError("connection bug")
+
+    def disconnect_by_operator(self) -> bool:
+        raise RuntimeError("connection bug")
+
+
+async def test_a_failing_connection_is_logged_and_fails_neither_publish_nor_orders(
+    fanout: Fanout, caplog: pytest.LogCaptureFixture
+) -> None:
+    failing = FailingMember(TENANT, "c-bug", ALICE)
+    await fanout.broadcaster.join(failing)
+    fanout.broadcaster.subscribe(failing, SubscriptionIds(project_ids=("p1",)))
+
+    with caplog.at_level(logging.ERROR, logger="pm_ws.broadcaster"):
+        published = await fanout.publish("p1")
+        await fanout.broker.publish_disconnect(DisconnectRequest(TENANT))
+        fanout.broadcaster.lagged(TENANT)
+    later = await fanout.member(OTHER_TENANT, projects=["p1"])
+    await fanout.publish("p1", tenant=OTHER_TENANT)
+
+    assert published.position.seq == 1
+    assert len(caplog.records) == 3
+    assert later.seqs == [1]
+
+
+async def test_a_broker_feeds_one_broadcaster(fanout: Fanout) -> None:
+    with pytest.raises(RuntimeError):
+        Broadcaster(fanout.broker, fanout.metrics)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 
 import pytest
-from pm_ws.broker import Broker, DisconnectRequest, PublishResult
-from pm_ws.broker_url import open_broker
+from pm_ws.brokers.broker import Broker, DisconnectRequest, PublishResult
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.brokers.redis_broker import RedisBroker
+from pm_ws.brokers.url import open_broker
 from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, UnsupportedBrokerUrl
-from pm_ws.memory_broker import MemoryBroker
-from pm_ws.redis_broker import RedisBroker
 
 from packages.pm_ws.tests.conftest import BrokerFactory, ManualClock, RecordingSink
 
@@ -32,6 +32,19 @@ def draft(event_id: str, tenant: TenantId = ACME, *, payload: bytes = b"{}") -> 
 
 async def publish_all(broker: Broker, *event_ids: str) -> list[PublishResult]:
     return [await broker.publish(draft(event_id)) for event_id in event_ids]
+
+
+async def listening(broker: Broker, *tenants: TenantId) -> RecordingSink:
+    """Attach a recording sink to `broker` and listen to `tenants`."""
+    sink = RecordingSink()
+    broker.attach(sink)
+    for tenant in tenants:
+        await broker.listen(tenant)
+    return sink
+
+
+def seqs_of(sink: RecordingSink, tenant: TenantId) -> list[int]:
+    return [e.position.seq for e in sink.events if e.tenant_id == tenant]
 
 
 async def test_first_event_gets_seq_1_and_later_ones_follow_without_gaps(broker: Broker) -> None:
@@ -69,8 +82,7 @@ async def test_each_tenant_has_its_own_stream(broker: Broker) -> None:
 async def test_republishing_an_event_id_returns_the_original_position_and_delivers_nothing(
     broker: Broker,
 ) -> None:
-    sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
+    sink = await listening(broker, ACME)
     first = await broker.publish(draft("e1"))
 
     again = await broker.publish(draft("e1", payload=b"retried"))
@@ -192,46 +204,49 @@ async def test_history_returns_events_as_published(broker: Broker, clock: Manual
     assert event.published_at_ns == clock.time_ns()
 
 
-async def test_sinks_get_their_own_tenants_events_in_seq_order(broker: Broker) -> None:
-    acme_sink, globex_sink = RecordingSink(), RecordingSink()
-    await broker.subscribe(ACME, acme_sink)
-    await broker.subscribe(GLOBEX, globex_sink)
+async def test_the_sink_gets_each_listened_tenants_events_in_seq_order(broker: Broker) -> None:
+    sink = await listening(broker, ACME, GLOBEX)
 
     for event_id in ("e1", "e2", "e3"):
         await broker.publish(draft(event_id, ACME))
         if event_id != "e3":
             await broker.publish(draft(event_id, GLOBEX))
-    await acme_sink.wait_for_events(3)
-    await globex_sink.wait_for_events(2)
+    await sink.wait_for_events(5)
 
-    assert acme_sink.seqs == [1, 2, 3]
-    assert {e.tenant_id for e in acme_sink.events} == {ACME}
-    assert globex_sink.seqs == [1, 2]
-    assert {e.tenant_id for e in globex_sink.events} == {GLOBEX}
-    history = await broker.read_after(ACME, StreamPosition(acme_sink.events[0].position.epoch, 0))
-    assert acme_sink.events == list(history.events)
-    assert acme_sink.lags == []
+    assert seqs_of(sink, ACME) == [1, 2, 3]
+    assert seqs_of(sink, GLOBEX) == [1, 2]
+    acme_events = [e for e in sink.events if e.tenant_id == ACME]
+    history = await broker.read_after(ACME, StreamPosition(acme_events[0].position.epoch, 0))
+    assert acme_events == list(history.events)
+    assert sink.lags == []
 
 
-async def test_an_unsubscribed_sink_gets_nothing_more(broker: Broker) -> None:
-    leaving, staying = RecordingSink(), RecordingSink()
-    await broker.subscribe(ACME, leaving)
-    await broker.subscribe(ACME, staying)
+async def test_a_tenant_not_listened_to_is_stored_but_not_delivered(broker: Broker) -> None:
+    sink = await listening(broker, GLOBEX)
+
+    stored = await broker.publish(draft("e1", ACME))
+    await broker.publish(draft("e1", GLOBEX))
+    await sink.wait_for_events(1)
+
+    assert [e.tenant_id for e in sink.events] == [GLOBEX]
+    assert (await broker.position(ACME)) == stored.position
+
+
+async def test_an_unlistened_tenant_delivers_nothing_more(broker: Broker) -> None:
+    sink = await listening(broker, ACME, GLOBEX)
     await broker.publish(draft("e1"))
-    await leaving.wait_for_events(1)
+    await sink.wait_for_events(1)
 
-    await broker.unsubscribe(ACME, leaving)
+    await broker.unlisten(ACME)
     await broker.publish(draft("e2"))
-    await staying.wait_for_events(2)
+    await broker.publish(draft("e1", GLOBEX))
+    await sink.wait_until(lambda: seqs_of(sink, GLOBEX) == [1])
 
-    assert leaving.seqs == [1]
-    assert staying.seqs == [1, 2]
+    assert seqs_of(sink, ACME) == [1]
 
 
-async def test_a_sink_subscribed_twice_gets_each_event_once(broker: Broker) -> None:
-    sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
-    await broker.subscribe(ACME, sink)
+async def test_listening_twice_delivers_each_event_once(broker: Broker) -> None:
+    sink = await listening(broker, ACME, ACME)
 
     await publish_all(broker, "e1", "e2")
     await sink.wait_for_events(2)
@@ -239,15 +254,14 @@ async def test_a_sink_subscribed_twice_gets_each_event_once(broker: Broker) -> N
     assert sink.seqs == [1, 2]
 
 
-async def test_a_sink_resubscribed_after_leaving_gets_only_new_events(broker: Broker) -> None:
-    sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
+async def test_a_tenant_listened_to_again_delivers_only_new_events(broker: Broker) -> None:
+    sink = await listening(broker, ACME)
     await broker.publish(draft("e1"))
     await sink.wait_for_events(1)
-    await broker.unsubscribe(ACME, sink)
+    await broker.unlisten(ACME)
     await broker.publish(draft("e2"))
 
-    await broker.subscribe(ACME, sink)
+    await broker.listen(ACME)
     await broker.publish(draft("e3"))
     await sink.wait_for_events(2)
 
@@ -255,20 +269,39 @@ async def test_a_sink_resubscribed_after_leaving_gets_only_new_events(broker: Br
     assert sink.lags == []
 
 
-async def test_disconnect_orders_reach_only_the_tenants_sinks(broker: Broker) -> None:
-    acme_sink, globex_sink = RecordingSink(), RecordingSink()
-    await broker.subscribe(ACME, acme_sink)
-    await broker.subscribe(GLOBEX, globex_sink)
+async def test_unlistening_a_tenant_never_listened_to_is_harmless(broker: Broker) -> None:
+    sink = await listening(broker)
+
+    await broker.unlisten(ACME)
+    await broker.listen(ACME)
+    await broker.publish(draft("e1"))
+    await sink.wait_for_events(1)
+
+    assert sink.seqs == [1]
+
+
+async def test_disconnect_orders_reach_the_sink_only_for_listened_tenants(broker: Broker) -> None:
+    sink = await listening(broker, ACME)
     order = DisconnectRequest(ACME, user_id=UserId("u1"), connection_id=ConnectionId("c1"))
 
-    await broker.publish_disconnect(order)
     await broker.publish_disconnect(DisconnectRequest(GLOBEX))
-    await globex_sink.wait_until(lambda: len(globex_sink.disconnects) == 1)
-    await acme_sink.wait_until(lambda: len(acme_sink.disconnects) == 1)
+    await broker.publish_disconnect(order)
+    await sink.wait_until(lambda: len(sink.disconnects) == 1)
 
-    assert acme_sink.disconnects == [order]
-    assert globex_sink.disconnects == [DisconnectRequest(GLOBEX)]
-    assert acme_sink.events == []
+    assert sink.disconnects == [order]
+    assert sink.events == []
+
+
+async def test_a_broker_takes_one_sink(broker: Broker) -> None:
+    broker.attach(RecordingSink())
+
+    with pytest.raises(RuntimeError):
+        broker.attach(RecordingSink())
+
+
+async def test_listening_needs_a_sink(broker: Broker) -> None:
+    with pytest.raises(RuntimeError):
+        await broker.listen(ACME)
 
 
 async def test_health_is_ok_while_running(broker: Broker) -> None:
@@ -282,13 +315,18 @@ async def test_a_closed_broker_refuses_work_and_closing_again_is_harmless(
     make_broker: BrokerFactory,
 ) -> None:
     broker = await make_broker()
+    sink = await listening(broker, ACME)
     await broker.close()
     await broker.close()
 
     with pytest.raises(BrokerUnavailable) as raised:
         await broker.publish(draft("e1"))
+    with pytest.raises(BrokerUnavailable):
+        await broker.listen(GLOBEX)
+    await broker.unlisten(ACME)
     assert raised.value.message == "event broker unavailable"
     assert not (await broker.health()).ok
+    assert sink.events == []
 
 
 def test_open_broker_picks_the_backend_by_scheme() -> None:
@@ -320,7 +358,7 @@ def test_open_broker_never_repeats_a_bad_redis_url() -> None:
 def test_open_broker_names_the_extra_when_redis_is_missing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delitem(sys.modules, "pm_ws._redis_link")
+    monkeypatch.delitem(sys.modules, "pm_ws.brokers._redis_link")
     for name in [m for m in sys.modules if m == "redis" or m.startswith("redis.")]:
         monkeypatch.delitem(sys.modules, name)
     monkeypatch.setitem(sys.modules, "redis", None)

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import pytest
-from pm_ws.broker import DisconnectRequest
-from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
-from pm_ws.memory_broker import MemoryBroker, history_read
+from pm_ws.brokers.broker import DisconnectRequest
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.events import EventDraft, Scope, StreamPosition, TenantId
+from pm_ws.exceptions import BrokerUnavailable
 
 from packages.pm_ws.tests.conftest import ManualClock, RecordingSink
 
@@ -32,41 +31,17 @@ def broker_on(clock: ManualClock, *, history_ttl_secs: float = 300) -> MemoryBro
     )
 
 
-class ExplodingSink(RecordingSink):
-    def deliver(self, event: Event) -> None:
-        raise RuntimeError("sink bug")
-
-    def disconnect(self, request: DisconnectRequest) -> None:
-        raise RuntimeError("sink bug")
-
-
-async def test_publish_has_delivered_to_every_sink_when_it_returns(clock: ManualClock) -> None:
+async def test_publish_has_delivered_to_the_sink_when_it_returns(clock: ManualClock) -> None:
     broker = broker_on(clock)
-    first, second = RecordingSink(), RecordingSink()
-    await broker.subscribe(ACME, first)
-    await broker.subscribe(ACME, second)
+    sink = RecordingSink()
+    broker.attach(sink)
+    await broker.listen(ACME)
 
     result = await broker.publish(draft("e1"))
+    await broker.publish_disconnect(DisconnectRequest(ACME))
 
-    assert [e.position for e in first.events] == [result.position]
-    assert [e.position for e in second.events] == [result.position]
-
-
-async def test_a_failing_sink_neither_fails_the_publish_nor_starves_the_others(
-    clock: ManualClock, caplog: pytest.LogCaptureFixture
-) -> None:
-    broker = broker_on(clock)
-    healthy = RecordingSink()
-    await broker.subscribe(ACME, ExplodingSink())
-    await broker.subscribe(ACME, healthy)
-
-    with caplog.at_level(logging.ERROR, logger="pm_ws.memory_broker"):
-        await broker.publish(draft("e1"))
-        await broker.publish_disconnect(DisconnectRequest(ACME))
-
-    assert healthy.seqs == [1]
-    assert healthy.disconnects == [DisconnectRequest(ACME)]
-    assert len(caplog.records) == 2
+    assert [e.position for e in sink.events] == [result.position]
+    assert sink.disconnects == [DisconnectRequest(ACME)]
 
 
 async def test_an_event_expires_when_its_age_reaches_the_ttl(clock: ManualClock) -> None:
@@ -93,14 +68,17 @@ async def test_each_broker_instance_starts_new_epochs(clock: ManualClock) -> Non
     assert before_restart.epoch != after_restart.epoch
 
 
-async def test_a_closed_broker_drops_its_sinks(clock: ManualClock) -> None:
+async def test_a_closed_broker_stops_delivering(clock: ManualClock) -> None:
     broker = broker_on(clock)
     sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
+    broker.attach(sink)
+    await broker.listen(ACME)
 
     await broker.close()
-    await broker.unsubscribe(ACME, sink)
+    await broker.unlisten(ACME)
 
+    with pytest.raises(BrokerUnavailable):
+        await broker.listen(ACME)
     assert sink.events == []
 
 
@@ -108,34 +86,3 @@ async def test_a_closed_broker_drops_its_sinks(clock: ManualClock) -> None:
 def test_settings_out_of_range_are_refused(size: int, ttl: float) -> None:
     with pytest.raises(ValueError, match="history"):
         MemoryBroker(history_size=size, history_ttl_secs=ttl)
-
-
-def numbered(epoch: str, *seqs: int) -> list[Event]:
-    return [
-        Event.from_draft(draft(f"e{seq}"), StreamPosition(epoch, seq), published_at_ns=0)
-        for seq in seqs
-    ]
-
-
-@pytest.mark.parametrize(
-    ("held", "after", "current", "expected_seqs", "complete"),
-    [
-        ((3, 4, 5), 2, 5, [3, 4, 5], True),
-        ((3, 4, 5), 0, 5, [3, 4, 5], False),
-        ((3, 5), 2, 5, [5], False),
-        ((3, 4), 2, 5, [3, 4], False),
-        ((), 5, 5, [], True),
-        ((), 0, 0, [], True),
-        ((1, 2), 4, 2, [], False),
-    ],
-)
-def test_history_read_is_complete_only_for_the_whole_run_after_the_position(
-    held: tuple[int, ...], after: int, current: int, expected_seqs: list[int], complete: bool
-) -> None:
-    read = history_read(
-        numbered("e", *held), StreamPosition("e", after), StreamPosition("e", current)
-    )
-
-    assert [e.position.seq for e in read.events] == expected_seqs
-    assert read.complete is complete
-    assert read.position == StreamPosition("e", current)

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
+import pm_proto as pb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pm_ws._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
-from pm_ws.broker import DisconnectRequest, HistoryRead
-from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
+from pm_ws.brokers._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
+from pm_ws.brokers.broker import DisconnectRequest
+from pm_ws.brokers.redis_broker import RedisBroker
+from pm_ws.codec import event_frame, event_message, frame_binary
+from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
-from pm_ws.redis_broker import RedisBroker, _Feed
 from redis.crc import key_slot
 
-from packages.pm_ws.tests.conftest import RecordingSink, RedisBrokerFactory
+from packages.pm_ws.tests.conftest import RedisBrokerFactory
 from packages.pm_ws.tests.redis_server import RedisServer, TcpProxy, free_port
+from packages.pm_ws.tests.test_broker_contract import listening
 
 ACME = TenantId("acme")
 GLOBEX = TenantId("globex")
@@ -38,9 +42,7 @@ async def test_two_brokers_share_one_sequence_and_see_each_others_events(
     make_redis_broker: RedisBrokerFactory,
 ) -> None:
     here, there = await make_redis_broker(), await make_redis_broker()
-    here_sink, there_sink = RecordingSink(), RecordingSink()
-    await here.subscribe(ACME, here_sink)
-    await there.subscribe(ACME, there_sink)
+    here_sink, there_sink = await listening(here, ACME), await listening(there, ACME)
 
     seqs = [(await (here, there)[i % 2].publish(draft(f"e{i}"))).position.seq for i in range(4)]
     await here_sink.wait_for_events(4)
@@ -50,6 +52,27 @@ async def test_two_brokers_share_one_sequence_and_see_each_others_events(
     assert here_sink.seqs == there_sink.seqs == [1, 2, 3, 4]
     assert [e.event_id for e in here_sink.events] == ["e0", "e1", "e2", "e3"]
     assert here_sink.events == there_sink.events
+
+
+async def test_events_are_delivered_and_replayed_framed_from_the_bytes_redis_stored(
+    redis_server: RedisServer, make_redis_broker: RedisBrokerFactory
+) -> None:
+    broker = await make_redis_broker()
+    sink = await listening(broker, ACME)
+    published = await broker.publish(draft("e1"))
+    await sink.wait_for_events(1)
+    history = await broker.read_after(ACME, StreamPosition(published.position.epoch, 0))
+    with redis_server.client() as admin:
+        ((_, fields),) = admin.xrange(TenantKeys.of(broker.key_prefix, ACME).history)
+    stored = fields[b"event"]
+
+    (live,) = sink.events
+    (replayed,) = history.events
+    # ServerMessage field 13 (event), length-delimited: key 0x6a, a one-byte length, the bytes.
+    expected = frame_binary(b"\x6a" + bytes([len(stored)]) + stored)
+    assert live.encoded == replayed.encoded == stored
+    assert event_frame(live) == event_frame(replayed) == expected
+    assert pb.ServerMessage.FromString(expected[2:]).event == event_message(live)
 
 
 async def test_a_retry_through_another_process_is_recognised_as_a_duplicate(
@@ -68,8 +91,7 @@ async def test_disconnect_orders_reach_other_processes(
     make_redis_broker: RedisBrokerFactory,
 ) -> None:
     here, there = await make_redis_broker(), await make_redis_broker()
-    sink = RecordingSink()
-    await there.subscribe(ACME, sink)
+    sink = await listening(there, ACME)
     order = DisconnectRequest(ACME, user_id=UserId("u7"))
 
     await here.publish_disconnect(order)
@@ -85,8 +107,7 @@ async def test_events_published_while_the_network_is_cut_are_caught_up_from_hist
 ) -> None:
     cut_off = await make_redis_broker(redis_proxy.url)
     publisher = await make_redis_broker(own_redis_server.url)
-    sink = RecordingSink()
-    await cut_off.subscribe(ACME, sink)
+    sink = await listening(cut_off, ACME)
     await publisher.publish(draft("e1"))
     await sink.wait_for_events(1)
 
@@ -108,8 +129,7 @@ async def test_a_gap_that_history_no_longer_covers_is_reported_as_lagged(
 ) -> None:
     cut_off = await make_redis_broker(redis_proxy.url, history_size=3)
     publisher = await make_redis_broker(own_redis_server.url, history_size=3)
-    sink = RecordingSink()
-    await cut_off.subscribe(ACME, sink)
+    sink = await listening(cut_off, ACME)
     await publisher.publish(draft("e1"))
     await sink.wait_for_events(1)
 
@@ -130,8 +150,7 @@ async def test_every_event_arrives_in_order_when_pubsub_connections_are_killed_m
 ) -> None:
     listener = await make_redis_broker(own_redis_server.url)
     publisher = await make_redis_broker(own_redis_server.url)
-    sink = RecordingSink()
-    await listener.subscribe(ACME, sink)
+    sink = await listening(listener, ACME)
     killed = []
 
     with own_redis_server.client() as admin:
@@ -153,8 +172,7 @@ async def test_a_stopped_redis_fails_publishes_and_health_until_it_is_back(
     own_redis_server: RedisServer, make_redis_broker: RedisBrokerFactory
 ) -> None:
     broker = await make_redis_broker(own_redis_server.url)
-    sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
+    sink = await listening(broker, ACME)
     before = await broker.publish(draft("e1"))
     await sink.wait_for_events(1)
 
@@ -163,7 +181,7 @@ async def test_a_stopped_redis_fails_publishes_and_health_until_it_is_back(
         await broker.publish(draft("e2"))
     health = await broker.health()
     with pytest.raises(BrokerUnavailable):
-        await broker.subscribe(TenantId("newcomer"), RecordingSink())
+        await broker.listen(TenantId("newcomer"))
     own_redis_server.start()
     # The restarted server kept nothing: the stream restarts in a new epoch,
     # which the broker must report as lost events once it has reconnected.
@@ -225,8 +243,7 @@ async def test_a_lost_counter_restarts_numbering_in_a_new_epoch_and_lags_listene
     redis_server: RedisServer, make_redis_broker: RedisBrokerFactory
 ) -> None:
     broker = await make_redis_broker()
-    sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
+    sink = await listening(broker, ACME)
     before = [await broker.publish(draft(f"e{i}")) for i in (1, 2)]
     await sink.wait_for_events(2)
     keys = TenantKeys.of(broker.key_prefix, ACME)
@@ -294,18 +311,14 @@ async def test_tenant_ids_with_separators_and_braces_keep_separate_streams(
     redis_server: RedisServer, make_redis_broker: RedisBrokerFactory, tenants: list[str]
 ) -> None:
     broker = await make_redis_broker()
-    sinks = {tenant: RecordingSink() for tenant in tenants}
-    for tenant, sink in sinks.items():
-        await broker.subscribe(TenantId(tenant), sink)
+    sink = await listening(broker, *map(TenantId, tenants))
 
     results = [await broker.publish(draft("same-id", TenantId(t))) for t in tenants]
-    for sink in sinks.values():
-        await sink.wait_for_events(1)
+    await sink.wait_for_events(len(tenants))
 
     assert [r.position.seq for r in results] == [1] * len(tenants)
     assert not any(r.duplicate for r in results)
-    for tenant, sink in sinks.items():
-        assert [e.tenant_id for e in sink.events] == [tenant]
+    assert sorted(e.tenant_id for e in sink.events) == sorted(tenants)
     with redis_server.client() as admin:
         stored = set(admin.keys(f"{broker.key_prefix}:*"))
     for tenant in tenants:
@@ -314,23 +327,23 @@ async def test_tenant_ids_with_separators_and_braces_keep_separate_streams(
         assert len({key_slot(k) for k in (keys.meta, keys.history, keys.event_ids)}) == 1
 
 
-async def test_the_process_listens_only_to_tenants_it_has_sinks_for(
+async def test_the_process_subscribes_only_to_the_tenants_it_listens_to(
     redis_server: RedisServer, make_redis_broker: RedisBrokerFactory
 ) -> None:
     broker = await make_redis_broker()
-    sink = RecordingSink()
+    await listening(broker)
     acme, globex = (
         TenantKeys.of(broker.key_prefix, ACME),
         TenantKeys.of(broker.key_prefix, GLOBEX),
     )
     pattern = f"{broker.key_prefix}:*"
 
-    await broker.subscribe(ACME, sink)
+    await broker.listen(ACME)
     with redis_server.client() as admin:
         while_listening = set(admin.pubsub_channels(pattern))
-    await broker.unsubscribe(ACME, sink)
-    # Subscribing returns once confirmed, so Redis has handled the UNSUBSCRIBE sent before.
-    await broker.subscribe(GLOBEX, sink)
+    await broker.unlisten(ACME)
+    # Listening returns once confirmed, so Redis has handled the UNSUBSCRIBE sent before.
+    await broker.listen(GLOBEX)
     with redis_server.client() as admin:
         after_leaving = set(admin.pubsub_channels(pattern))
 
@@ -342,8 +355,7 @@ async def test_garbage_on_a_tenant_channel_is_ignored(
     redis_server: RedisServer, make_redis_broker: RedisBrokerFactory
 ) -> None:
     broker = await make_redis_broker()
-    sink = RecordingSink()
-    await broker.subscribe(ACME, sink)
+    sink = await listening(broker, ACME)
     channel = TenantKeys.of(broker.key_prefix, ACME).channel
 
     with redis_server.client() as admin:
@@ -398,68 +410,31 @@ def test_arbitrary_channel_bytes_decode_or_raise_value_error(data: bytes) -> Non
         decode_channel_message(ACME, data)
 
 
-async def test_concurrent_first_subscribes_of_a_tenant_both_get_its_events(
+async def test_concurrent_first_listens_of_a_tenant_deliver_each_event_once(
     make_redis_broker: RedisBrokerFactory,
 ) -> None:
     broker = await make_redis_broker()
-    first, second = RecordingSink(), RecordingSink()
+    sink = await listening(broker)
 
-    await asyncio.gather(broker.subscribe(ACME, first), broker.subscribe(ACME, second))
+    await asyncio.gather(broker.listen(ACME), broker.listen(ACME))
     await broker.publish(draft("e1"))
-    await first.wait_for_events(1)
-    await second.wait_for_events(1)
+    await sink.wait_for_events(1)
 
-    assert first.seqs == second.seqs == [1]
-
-
-def event_at(epoch: str, seq: int) -> Event:
-    return Event.from_draft(draft(f"e{seq}"), StreamPosition(epoch, seq), published_at_ns=0)
+    assert sink.seqs == [1]
 
 
-def feed_at(last: StreamPosition, sink: RecordingSink, *, held_limit: int = 10) -> _Feed:
-    feed = _Feed(ACME, TenantKeys.of("pm", ACME), held_limit)
-    feed.sinks[id(sink)] = sink
-    feed.last = last
-    return feed
-
-
-async def test_a_feed_delivers_the_next_event_drops_repeats_and_stops_at_gaps() -> None:
-    sink = RecordingSink()
-    feed = feed_at(StreamPosition("e", 1), sink)
-
-    results = [feed.advance(event_at("e", seq)) for seq in (2, 2, 1, 4)]
-    other_epoch = feed.advance(event_at("f", 3))
-
-    assert results == [True, True, True, False]
-    assert not other_epoch
-    assert sink.seqs == [2]
-    assert feed.last == StreamPosition("e", 2)
-
-
-async def test_a_feed_drops_held_events_that_a_later_read_proved_stale_or_forged() -> None:
-    sink = RecordingSink()
-    feed = feed_at(StreamPosition("old", 5), sink)
-    for event in (event_at("old", 7), event_at("new", 99)):
-        feed.hold(event)
-    feed.reads_started += 1
-    feed.apply(HistoryRead(events=(), complete=False, position=StreamPosition("new", 2)))
-    feed.hold(event_at("new", 3))
-    feed.hold(event_at("newer", 1))
-
-    drained = feed.drain(settled=feed.reads_started)
-
-    assert sink.lags == [ACME]
-    assert sink.seqs == [3]
-    assert not drained
-    assert [event.position for event, _ in feed.held] == [StreamPosition("newer", 1)]
-
-
-async def test_a_feed_whose_held_events_overflow_reads_history_again() -> None:
-    sink = RecordingSink()
-    feed = feed_at(StreamPosition("e", 0), sink, held_limit=2)
-
-    for seq in (1, 2, 3):
-        feed.hold(event_at("e", seq))
-
-    assert feed.again
-    assert [event.position.seq for event, _ in feed.held] == [3]
+@pytest.mark.parametrize(
+    ("setting", "named"),
+    [
+        ({"history_size": 0}, "history_size"),
+        ({"history_ttl_secs": 0}, "history_ttl_secs"),
+        ({"key_prefix": ""}, "key_prefix"),
+        ({"key_prefix": "pm{1}"}, "key_prefix"),
+        ({"reconnect_backoff": (0, 1)}, "reconnect_backoff"),
+        ({"reconnect_backoff": (2, 1)}, "reconnect_backoff"),
+        ({"timeout_secs": 0}, "timeout_secs"),
+    ],
+)
+def test_settings_out_of_range_are_refused(setting: dict[str, Any], named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        RedisBroker("redis://127.0.0.1:1/0", **setting)

@@ -1,6 +1,6 @@
 import pytest
 from pm_ws import TenantId
-from pm_ws._redis_codec import DISCONNECT_MESSAGE, decode_channel_message
+from pm_ws.brokers._redis_codec import DISCONNECT_MESSAGE, decode_channel_message
 
 ACME = TenantId("acme")
 

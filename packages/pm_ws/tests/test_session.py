@@ -17,15 +17,15 @@ import pm_proto as pb
 import pytest
 from pm_auth import RateLimiterFactory
 from pm_ws import close_codes
-from pm_ws.broker import DisconnectRequest, HistoryRead
+from pm_ws.brokers.broker import DisconnectRequest, HistoryRead
+from pm_ws.brokers.memory_broker import MemoryBroker
+from pm_ws.codec import event_frame
 from pm_ws.commands import CommandContext
 from pm_ws.events import StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, ProtocolError
 from pm_ws.limits import GatewayLimits
-from pm_ws.memory_broker import MemoryBroker
 from pm_ws.registry import ConnectionInfo
 from pm_ws.session import Session, SessionState
-from pm_ws.wire import event_frame
 
 from packages.pm_ws.tests.session_harness import (
     NOW,

@@ -7,15 +7,17 @@ pm.v1 protocol: authenticated, limited, filtered, ordered, resumable.
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import (
+from pm_ws.brokers import (
     Broker,
     BrokerHealth,
     BrokerSink,
     DisconnectRequest,
     HistoryRead,
+    MemoryBroker,
     PublishResult,
+    RedisBroker,
+    open_broker,
 )
-from pm_ws.broker_url import open_broker
 from pm_ws.client_messages import check_id, decode_client_message
 from pm_ws.close_codes import CloseReason
 from pm_ws.commands import CommandContext, CommandHandler, CommandRouter
@@ -40,9 +42,7 @@ from pm_ws.exceptions import (
 from pm_ws.gateway import Gateway, GatewayOptions, TenantCheck
 from pm_ws.limits import GatewayLimits
 from pm_ws.log_context import ConnectionLogContext, connection_log_context
-from pm_ws.memory_broker import MemoryBroker
 from pm_ws.metrics import GatewayMetrics
-from pm_ws.redis_broker import RedisBroker
 from pm_ws.registry import ConnectionInfo, ConnectionRegistry
 from pm_ws.session import Session, SessionState
 from pm_ws.shutdown import ShutdownCoordinator, ShutdownState

@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from pm_ws.broker import Broker, DisconnectRequest
+from pm_ws.brokers.broker import Broker, DisconnectRequest
 from pm_ws.client_messages import SubscriptionIds
+from pm_ws.codec import event_frame
 from pm_ws.events import Event, StreamPosition, TenantId, UserId
 from pm_ws.metrics import GatewayMetrics
 from pm_ws.subscriptions import SubscriptionSet, TenantIndex
-from pm_ws.wire import event_frame
+
+_LOG = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
@@ -55,11 +58,17 @@ class _Tenant:
 class Broadcaster:
     """The broker sink of one process: keeps a subscription index per tenant and fans out.
 
-    A delivered event is serialised and framed once, then the same bytes are
-    queued to each recipient the index names; nothing here awaits a client, so
-    one slow connection never delays another (its own queue overflows and it is
-    closed). The process listens to a tenant's stream while at least one of its
-    connections is here.
+    It attaches itself to the broker it is given: a broker delivers to one
+    broadcaster. Which connections are in which tenant is known here only;
+    the broker is told to listen to a tenant when its first connection joins
+    and to stop after the last one leaves.
+
+    A delivered event is framed once (from the broker's stored bytes when it
+    has them), then the same bytes are queued to each recipient the index
+    names; nothing here awaits a client, so one slow connection never delays
+    another (its own queue overflows and it is closed). A failure while
+    handing an event or an order to connections is logged and goes no
+    further: brokers call their sink unguarded.
     """
 
     def __init__(
@@ -69,12 +78,14 @@ class Broadcaster:
         *,
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
+        """Attach a broadcaster to `broker`, which must have no sink yet (raises `RuntimeError`)."""
         self._broker = broker
         self._metrics = metrics
         self._wall_clock_ns = wall_clock_ns
         self._tenants: dict[TenantId, _Tenant] = {}
         self._listening: set[TenantId] = set()
         self._listen_lock = asyncio.Lock()
+        broker.attach(self)
 
     async def join(self, subscriber: Subscriber) -> StreamPosition:
         """Add a connection to its tenant and return the tenant stream's position.
@@ -129,32 +140,41 @@ class Broadcaster:
 
     def deliver(self, event: Event) -> None:
         """Fan one event out to the tenant's interested connections (broker sink)."""
-        tenant = self._tenants.get(event.tenant_id)
-        if tenant is None:
-            return
-        tenant.position = event.position
-        recipients = tenant.index.recipients(event.scope)
-        if not recipients:
-            return
-        frame = event_frame(event)
-        for subscriber in recipients:
-            subscriber.push_event(event, frame)
-        self._metrics.delivered(event.tenant_id, len(recipients))
-        self._metrics.publish_to_delivery.observe(
-            max(0, self._wall_clock_ns() - event.published_at_ns) / 1e9
-        )
+        try:
+            tenant = self._tenants.get(event.tenant_id)
+            if tenant is None:
+                return
+            tenant.position = event.position
+            recipients = tenant.index.recipients(event.scope)
+            if not recipients:
+                return
+            frame = event_frame(event)
+            for subscriber in recipients:
+                subscriber.push_event(event, frame)
+            self._metrics.delivered(event.tenant_id, len(recipients))
+            self._metrics.publish_to_delivery.observe(
+                max(0, self._wall_clock_ns() - event.published_at_ns) / 1e9
+            )
+        except Exception:
+            _LOG.exception("fanout of %s of tenant %r failed", event.position, event.tenant_id)
 
     def lagged(self, tenant_id: TenantId) -> None:
         """Close every connection of the tenant with BROADCAST_LAGGED (broker sink)."""
-        tenant = self._tenants.get(tenant_id)
-        if tenant is not None:
-            tenant.position = None
-            for subscriber in list(tenant.members):
-                subscriber.lagged()
+        try:
+            tenant = self._tenants.get(tenant_id)
+            if tenant is not None:
+                tenant.position = None
+                for subscriber in list(tenant.members):
+                    subscriber.lagged()
+        except Exception:
+            _LOG.exception("telling tenant %r's connections that they lagged failed", tenant_id)
 
     def disconnect(self, request: DisconnectRequest) -> None:
         """Carry out an operator disconnect from any process (broker sink)."""
-        self.disconnect_local(request)
+        try:
+            self.disconnect_local(request)
+        except Exception:
+            _LOG.exception("a disconnect order for tenant %r failed", request.tenant_id)
 
     def disconnect_local(self, request: DisconnectRequest) -> int:
         """Close this process's connections matching `request`; returns how many."""
@@ -178,7 +198,7 @@ class Broadcaster:
         async with self._listen_lock:
             if tenant_id in self._listening or tenant_id not in self._tenants:
                 return
-            await self._broker.subscribe(tenant_id, self)
+            await self._broker.listen(tenant_id)
             self._listening.add(tenant_id)
 
     async def _unlisten(self, tenant_id: TenantId) -> None:
@@ -186,4 +206,4 @@ class Broadcaster:
             if tenant_id not in self._listening or tenant_id in self._tenants:
                 return
             self._listening.discard(tenant_id)
-            await self._broker.unsubscribe(tenant_id, self)
+            await self._broker.unlisten(tenant_id)

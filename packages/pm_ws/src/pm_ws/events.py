@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NewType
 
 TenantId = NewType("TenantId", str)
@@ -60,6 +60,13 @@ class Event:
     `published_at_ns` is the wall-clock time (`time.time_ns()`) at which the
     broker accepted it; it feeds the publish-to-delivery latency histogram and is
     never sent to clients.
+
+    `encoded` is the event's serialised `pm.v1.Event` (position included) when
+    the broker already holds those bytes (Redis stores and sends them), else
+    empty. Fanout and replays frame these bytes as they are instead of
+    encoding the fields again, so they must be the encoding of this event; a
+    broker building an Event from them guarantees it. It takes no part in
+    equality and is left out of `repr`.
     """
 
     tenant_id: TenantId
@@ -71,6 +78,7 @@ class Event:
     occurred_at_ms: int
     position: StreamPosition
     published_at_ns: int
+    encoded: bytes = field(default=b"", compare=False, repr=False)
 
     @classmethod
     def from_draft(cls, draft: EventDraft, position: StreamPosition, published_at_ns: int) -> Event:

@@ -27,8 +27,9 @@ from prometheus_client import CollectorRegistry
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import Broker, DisconnectRequest, PublishResult
+from pm_ws.brokers.broker import Broker, DisconnectRequest, PublishResult
 from pm_ws.close_codes import CloseReason
+from pm_ws.codec import close_frame
 from pm_ws.commands import CommandRouter
 from pm_ws.deadlines import DeadlineWheel
 from pm_ws.events import ConnectionId, EventDraft, StreamPosition, TenantId, UserId
@@ -40,7 +41,6 @@ from pm_ws.outbox import FlushScheduler, Outbox
 from pm_ws.registry import ConnectionRegistry
 from pm_ws.session import Session, SessionServices
 from pm_ws.shutdown import ShutdownCoordinator
-from pm_ws.wire import close_frame
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from pm_auth import AuthError, ConnectionRateLimiter, JwtValidator, TenantContex
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
-from pm_ws.broker import Broker, HistoryRead
+from pm_ws.brokers.broker import Broker, HistoryRead
 from pm_ws.client_messages import (
     ClientRequest,
     CommandRequest,
@@ -33,6 +33,7 @@ from pm_ws.client_messages import (
     decode_request_id,
 )
 from pm_ws.close_codes import CloseReason
+from pm_ws.codec import encode, error_frame, event_frame, ping_frame, position_message
 from pm_ws.commands import CommandContext, CommandRouter
 from pm_ws.deadlines import Deadline, DeadlineWheel
 from pm_ws.events import ConnectionId, Event, StreamPosition, TenantId, UserId
@@ -42,7 +43,6 @@ from pm_ws.metrics import GatewayMetrics
 from pm_ws.outbox import Outbox
 from pm_ws.registry import ConnectionInfo
 from pm_ws.subscriptions import SubscriptionSet
-from pm_ws.wire import encode, error_frame, event_frame, ping_frame, position_message
 
 logger = logging.getLogger(__name__)
 

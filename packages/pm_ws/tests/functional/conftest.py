@@ -23,7 +23,7 @@ from pm_ws import (
     Scope,
     TenantId,
 )
-from pm_ws.memory_broker import MemoryBroker
+from pm_ws.brokers.memory_broker import MemoryBroker
 from prometheus_client import CollectorRegistry
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed

@@ -63,14 +63,17 @@ class DisconnectRequest:
 
 
 class BrokerSink(Protocol):
-    """What a broker delivers a tenant's live traffic to (the broadcaster).
+    """What a broker delivers the live traffic of its listened tenants to: the broadcaster.
 
-    Every method is called on the event loop and must return without awaiting:
-    a broker never waits for its listeners.
+    A broker has exactly one sink (`Broker.attach`). Every method is called on
+    the event loop and must return without awaiting (a broker never waits for
+    its sink) and without raising: brokers call it unguarded, from inside
+    `publish` (memory) or their pub/sub listener (Redis), so the sink keeps
+    its own failures to itself.
     """
 
     def deliver(self, event: Event) -> None:
-        """Take the next event of a tenant's stream.
+        """Take the next event of a listened tenant's stream.
 
         Events of one tenant arrive in strictly increasing `seq` order with no
         gap inside an epoch; a broker that cannot keep that promise calls
@@ -94,8 +97,19 @@ class Broker(Protocol):
     Implementations: `MemoryBroker` (`memory://`, one process) and `RedisBroker`
     (`redis://`, many processes and hosts). Publishing numbers the event in its
     tenant's stream, appends it to a bounded history (size and TTL) and delivers
-    it to every sink subscribed to that tenant, in any process.
+    it, in every process listening to that tenant, to that process's sink.
+
+    Which connections belong to which tenant is the broadcaster's business; a
+    broker knows only its one sink and the set of tenants it listens to, which
+    the broadcaster changes on a tenant's first arrival and last departure.
     """
+
+    def attach(self, sink: BrokerSink) -> None:
+        """Make `sink` the receiver of every listened tenant's traffic; once, before `listen`.
+
+        Raises:
+            RuntimeError: A sink is already attached.
+        """
 
     async def start(self) -> None:
         """Connect; call once before anything else. Raises `BrokerUnavailable`."""
@@ -120,19 +134,26 @@ class Broker(Protocol):
         Raises `BrokerUnavailable`.
         """
 
-    async def subscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
-        """Start delivering the tenant's live events and disconnect orders to `sink`.
+    async def listen(self, tenant_id: TenantId) -> None:
+        """Start delivering the tenant's live events and disconnect orders to the sink.
 
-        Subscribing the same sink (by identity) twice is a no-op. The first
-        subscriber of a tenant makes the process listen to it; once this
-        returns, every event published afterwards reaches `sink`. Raises
-        `BrokerUnavailable` when the process cannot start listening to the
-        tenant (the sink is then not subscribed); never for a tenant already
-        listened to.
+        Once this returns, every event of the tenant published afterwards
+        reaches the sink. Listening to a tenant already listened to is a
+        no-op.
+
+        Raises:
+            BrokerUnavailable: The process cannot start listening to the
+                tenant (it is then not listened to); never for a tenant
+                already listened to.
+            RuntimeError: No sink is attached.
         """
 
-    async def unsubscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
-        """Stop delivering to `sink`; after the last sink leaves, stop listening to the tenant."""
+    async def unlisten(self, tenant_id: TenantId) -> None:
+        """Stop delivering the tenant's traffic to the sink; unknown tenants are ignored.
+
+        Never raises: a broker that cannot tell its server stops sending
+        (Redis down) drops what still arrives for the tenant.
+        """
 
     async def publish_disconnect(self, request: DisconnectRequest) -> None:
         """Send an operator disconnect to every process listening to the tenant.
@@ -142,3 +163,31 @@ class Broker(Protocol):
 
     async def health(self) -> BrokerHealth:
         """Probe the broker. Never raises."""
+
+
+def history_read(
+    history: Sequence[Event], position: StreamPosition, current: StreamPosition
+) -> HistoryRead:
+    """Answer a read after `position` from the history of a stream now at `current`.
+
+    `history` holds the stream's retained events of `current.epoch`, oldest
+    first. The result is complete only when it holds exactly the events
+    `position.seq + 1 .. current.seq`; its events are then that run, else the
+    retained events after the last hole (possibly none).
+    """
+    if position.epoch != current.epoch or not 0 <= position.seq <= current.seq:
+        return HistoryRead(events=(), complete=False, position=current)
+    events: list[Event] = []
+    expected = position.seq + 1
+    for event in history:
+        seq = event.position.seq
+        if seq <= position.seq:
+            continue
+        if seq != expected:
+            events.clear()
+        events.append(event)
+        expected = seq + 1
+    complete = expected == current.seq + 1 and (
+        not events or events[0].position.seq == position.seq + 1
+    )
+    return HistoryRead(events=tuple(events), complete=complete, position=current)

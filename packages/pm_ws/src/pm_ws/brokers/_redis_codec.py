@@ -1,4 +1,11 @@
-"""Redis key names and the bytes RedisBroker stores and sends on tenant channels."""
+"""Redis key names, and the envelopes of what RedisBroker stores and sends on tenant channels.
+
+An event travels as its serialised `pm.v1.Event` (`pm_ws.codec` converts):
+the publish script appends the serialised position to the draft's bytes
+(concatenated protobuf messages parse as one merged message), stores the
+result in history and sends it on the channel after a small header. Those
+stored bytes are what fanout frames, unchanged.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +14,9 @@ import json
 from dataclasses import dataclass
 from typing import Final
 
-import pm_proto
-from google.protobuf.message import DecodeError
-
-from pm_ws.broker import DisconnectRequest
-from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
-from pm_ws.wire import event_message
+from pm_ws.brokers.broker import DisconnectRequest
+from pm_ws.codec import event_from_bytes
+from pm_ws.events import ConnectionId, Event, TenantId, UserId
 
 # Every channel message starts with one of these bytes.
 EVENT_MESSAGE: Final = b"E"
@@ -53,47 +57,9 @@ class TenantKeys:
         )
 
 
-def encode_draft(draft: EventDraft) -> bytes:
-    """Serialise a draft as a `pm.v1.Event` without its position.
-
-    The publish script appends the serialised position: concatenated
-    protobuf messages parse as one merged message.
-    """
-    return event_message(draft).SerializeToString()
-
-
 def event_header(published_at_ns: int) -> bytes:
     """The start of an event's channel message: type byte and publish time."""
     return EVENT_MESSAGE + published_at_ns.to_bytes(_TIME_BYTES, "big")
-
-
-def decode_event(tenant_id: TenantId, data: bytes, published_at_ns: int) -> Event:
-    """Parse a stored `pm.v1.Event` (position included).
-
-    Raises:
-        ValueError: The bytes are not such an event.
-    """
-    try:
-        wire = pm_proto.Event.FromString(data)
-    except DecodeError as exc:
-        raise ValueError("undecodable event") from exc
-    if not wire.HasField("position") or not wire.position.epoch:
-        raise ValueError("event without a position")
-    return Event(
-        tenant_id=tenant_id,
-        event_id=wire.event_id,
-        type=wire.type,
-        scope=Scope(
-            project_id=wire.scope.project_id,
-            sprint_id=wire.scope.sprint_id,
-            work_item_id=wire.scope.work_item_id,
-        ),
-        payload=wire.payload,
-        actor_user_id=wire.actor_user_id,
-        occurred_at_ms=wire.occurred_at_ms,
-        position=StreamPosition(wire.position.epoch, wire.position.seq),
-        published_at_ns=published_at_ns,
-    )
 
 
 def decode_history_entry(tenant_id: TenantId, fields: list[bytes]) -> Event:
@@ -108,7 +74,7 @@ def decode_history_entry(tenant_id: TenantId, fields: list[bytes]) -> Event:
         published_at_ns = int(values[b"published_at_ns"])
     except KeyError as exc:
         raise ValueError("history entry without event or time") from exc
-    return decode_event(tenant_id, data, published_at_ns)
+    return event_from_bytes(tenant_id, data, published_at_ns)
 
 
 def encode_disconnect(request: DisconnectRequest) -> bytes:
@@ -128,7 +94,7 @@ def decode_channel_message(tenant_id: TenantId, data: bytes) -> Event | Disconne
         header = 1 + _TIME_BYTES
         if len(data) < header:
             raise ValueError("truncated event message")
-        return decode_event(tenant_id, data[header:], int.from_bytes(data[1:header], "big"))
+        return event_from_bytes(tenant_id, data[header:], int.from_bytes(data[1:header], "big"))
     if kind == DISCONNECT_MESSAGE:
         try:
             body = json.loads(data[1:])

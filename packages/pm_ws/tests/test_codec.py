@@ -2,8 +2,17 @@ import pm_proto as pb
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pm_ws.events import Event, Scope, StreamPosition, TenantId
-from pm_ws.wire import encode, error_frame, event_frame, frame_binary, ping_frame
+from pm_ws.codec import (
+    encode,
+    error_frame,
+    event_bytes,
+    event_frame,
+    event_from_bytes,
+    event_message,
+    frame_binary,
+    ping_frame,
+)
+from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
@@ -157,3 +166,87 @@ def test_event_frame_carries_every_public_field_of_the_event() -> None:
         actor_user_id="u1",
         payload=b"\x00\x01",
     )
+
+
+ids = st.text(max_size=40)
+events = st.builds(
+    Event,
+    tenant_id=st.just(TenantId("t1")),
+    event_id=ids,
+    type=ids,
+    scope=st.builds(Scope, ids, ids, ids),
+    payload=st.binary(max_size=70_000) | st.binary(max_size=200),
+    actor_user_id=ids,
+    occurred_at_ms=st.integers(-(2**63), 2**63 - 1),
+    position=st.builds(StreamPosition, st.text(min_size=1, max_size=40), st.integers(0, 2**64 - 1)),
+    published_at_ns=st.integers(0, 2**63),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(events)
+def test_event_frame_is_protobufs_encoding_of_the_server_message(event: Event) -> None:
+    assert event_frame(event) == encode(pb.ServerMessage(event=event_message(event)))
+
+
+@settings(max_examples=100, deadline=None)
+@given(events)
+def test_an_event_read_from_its_bytes_keeps_them_and_frames_the_same(event: Event) -> None:
+    data = event_bytes(event)
+
+    read = event_from_bytes(event.tenant_id, data, event.published_at_ns)
+
+    assert read == event
+    assert read.encoded == data
+    assert event_frame(read) == event_frame(event)
+
+
+DRAFT = EventDraft(
+    tenant_id=TenantId("t1"),
+    event_id="ev-1",
+    type="card.moved",
+    scope=Scope("p1", "s1", ""),
+    payload=b"\x00\x01",
+    actor_user_id="u1",
+    occurred_at_ms=1_700_000_000_123,
+)
+POSITION = StreamPosition("epoch-1", 7)
+
+
+def position_field(position: StreamPosition) -> bytes:
+    """`Event.position` alone, serialised: what the Redis publish script appends."""
+    return pb.Event(
+        position=pb.StreamPosition(epoch=position.epoch, seq=position.seq)
+    ).SerializeToString()
+
+
+def test_a_drafts_bytes_with_a_position_appended_read_as_the_numbered_event() -> None:
+    data = event_bytes(DRAFT) + position_field(POSITION)
+
+    read = event_from_bytes(DRAFT.tenant_id, data, 123)
+
+    assert read == Event.from_draft(DRAFT, POSITION, 123)
+    assert read.encoded == data
+
+
+def test_an_event_holding_its_bytes_is_framed_from_them_without_encoding_again() -> None:
+    # Position first: encoding the fields would put it fourth, so these bytes can
+    # only come out of the frame if it was built from them as they are.
+    stored = position_field(POSITION) + event_bytes(DRAFT)
+    event = event_from_bytes(DRAFT.tenant_id, stored, 123)
+
+    frame = parsed(event_frame(event))
+
+    assert bytes(frame.data) == b"\x6a" + bytes([len(stored)]) + stored
+    assert pb.ServerMessage.FromString(bytes(frame.data)).event == event_message(event)
+    assert event_frame(event) != event_frame(Event.from_draft(DRAFT, POSITION, 123))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\xff", b"\x0a\x05ab", event_bytes(DRAFT), event_bytes(DRAFT) + b"\x22\x02\x10\x01"],
+    ids=["garbage", "truncated", "no position", "position without epoch"],
+)
+def test_bytes_that_are_not_a_numbered_event_are_refused(data: bytes) -> None:
+    with pytest.raises(ValueError, match=r"undecodable event|without a position"):
+        event_from_bytes(TenantId("t1"), data, 0)

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pm_ws.broker import BrokerHealth, BrokerSink, DisconnectRequest, HistoryRead, PublishResult
+from pm_ws.brokers.broker import (
+    BrokerHealth,
+    BrokerSink,
+    DisconnectRequest,
+    HistoryRead,
+    PublishResult,
+    history_read,
+)
 from pm_ws.events import Event, EventDraft, StreamPosition, TenantId
 from pm_ws.exceptions import BrokerUnavailable
-
-_LOG = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +32,6 @@ class _Stream:
     seq: int = 0
     history: deque[_Stored] = field(default_factory=deque)
     by_event_id: dict[str, _Stored] = field(default_factory=dict)
-    # Keyed by id(): sinks need not be hashable, and identity is what "the same sink" means.
-    sinks: dict[int, BrokerSink] = field(default_factory=dict)
 
     @property
     def position(self) -> StreamPosition:
@@ -48,13 +50,13 @@ class MemoryBroker:
     restarted process starts new epochs and resuming clients are told that
     they lost events. History keeps the last `history_size` events of each
     tenant and drops entries once they are `history_ttl_secs` old (measured
-    with `clock`). `publish` calls `deliver` on every sink of the tenant
-    before it returns, synchronously and in seq order; a sink that raises is
-    logged and skipped, it cannot fail the publish or starve other sinks.
+    with `clock`). `publish` of a listened tenant's event calls the sink's
+    `deliver` before it returns, synchronously and in seq order.
 
     Memory grows with the number of tenants ever seen (one small record
     each) plus up to `history_size` events per tenant. Nothing is shared with
-    other processes: use `RedisBroker` for more than one.
+    other processes, nor with other instances: each is a deployment of its
+    own, with one sink (one gateway). Use `RedisBroker` for more than one.
     """
 
     def __init__(
@@ -87,20 +89,31 @@ class MemoryBroker:
         self._clock = clock
         self._wall_clock_ns = wall_clock_ns
         self._streams: dict[TenantId, _Stream] = {}
+        self._sink: BrokerSink | None = None
+        self._listened: set[TenantId] = set()
         self._closed = False
+
+    def attach(self, sink: BrokerSink) -> None:
+        """Deliver the listened tenants' traffic to `sink` from now on.
+
+        Raises:
+            RuntimeError: A sink is already attached.
+        """
+        if self._sink is not None:
+            raise RuntimeError("this broker already delivers to a sink")
+        self._sink = sink
 
     async def start(self) -> None:
         """Nothing to connect; raises `BrokerUnavailable` only after `close`."""
         self._check_open()
 
     async def close(self) -> None:
-        """Drop every sink; later publishes, reads and subscribes raise `BrokerUnavailable`."""
+        """Stop listening; later publishes, reads and listens raise `BrokerUnavailable`."""
         self._closed = True
-        for stream in self._streams.values():
-            stream.sinks.clear()
+        self._listened.clear()
 
     async def publish(self, draft: EventDraft) -> PublishResult:
-        """Number the draft, keep it in history and deliver it to the tenant's sinks now.
+        """Number the draft, keep it in history and, if its tenant is listened to, deliver it now.
 
         A draft whose `event_id` is still in history is not stored or
         delivered again: the original position comes back with
@@ -121,11 +134,8 @@ class MemoryBroker:
         stored = _Stored(event, self._clock())
         stream.history.append(stored)
         stream.by_event_id[event.event_id] = stored
-        for sink in list(stream.sinks.values()):
-            try:
-                sink.deliver(event)
-            except Exception:
-                _LOG.exception("broker sink failed to take event %s", event.position)
+        if self._sink is not None and draft.tenant_id in self._listened:
+            self._sink.deliver(event)
         return PublishResult(event.event_id, event.position, duplicate=False)
 
     async def read_after(self, tenant_id: TenantId, position: StreamPosition) -> HistoryRead:
@@ -151,34 +161,31 @@ class MemoryBroker:
         self._check_open()
         return self._stream(tenant_id).position
 
-    async def subscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
-        """Deliver the tenant's next events and disconnect orders to `sink`; twice is a no-op.
+    async def listen(self, tenant_id: TenantId) -> None:
+        """Deliver the tenant's next events and disconnect orders to the sink; twice is a no-op.
 
         Raises:
             BrokerUnavailable: After `close`.
+            RuntimeError: No sink is attached.
         """
         self._check_open()
-        self._stream(tenant_id).sinks[id(sink)] = sink
+        if self._sink is None:
+            raise RuntimeError("attach a sink before listening")
+        self._listened.add(tenant_id)
 
-    async def unsubscribe(self, tenant_id: TenantId, sink: BrokerSink) -> None:
-        """Stop delivering to `sink`; unknown sinks and tenants are ignored."""
-        stream = self._streams.get(tenant_id)
-        if stream is not None:
-            stream.sinks.pop(id(sink), None)
+    async def unlisten(self, tenant_id: TenantId) -> None:
+        """Stop delivering the tenant's traffic; unknown tenants are ignored."""
+        self._listened.discard(tenant_id)
 
     async def publish_disconnect(self, request: DisconnectRequest) -> None:
-        """Call `disconnect` on every sink of the request's tenant before returning.
+        """Hand the order to the sink before returning, if the tenant is listened to.
 
         Raises:
             BrokerUnavailable: After `close`.
         """
         self._check_open()
-        stream = self._streams.get(request.tenant_id)
-        for sink in list(stream.sinks.values()) if stream is not None else ():
-            try:
-                sink.disconnect(request)
-            except Exception:
-                _LOG.exception("broker sink failed to take a disconnect order")
+        if self._sink is not None and request.tenant_id in self._listened:
+            self._sink.disconnect(request)
 
     async def health(self) -> BrokerHealth:
         """Healthy until closed; never raises."""
@@ -199,31 +206,3 @@ class MemoryBroker:
         while stream.history and stream.history[0].stored_at <= expired_before:
             stream.forget(stream.history.popleft())
         return stream
-
-
-def history_read(
-    history: Sequence[Event], position: StreamPosition, current: StreamPosition
-) -> HistoryRead:
-    """Answer a read after `position` from the history of a stream now at `current`.
-
-    `history` holds the stream's retained events of `current.epoch`, oldest
-    first. The result is complete only when it holds exactly the events
-    `position.seq + 1 .. current.seq`; its events are then that run, else the
-    retained events after the last hole (possibly none).
-    """
-    if position.epoch != current.epoch or not 0 <= position.seq <= current.seq:
-        return HistoryRead(events=(), complete=False, position=current)
-    events: list[Event] = []
-    expected = position.seq + 1
-    for event in history:
-        seq = event.position.seq
-        if seq <= position.seq:
-            continue
-        if seq != expected:
-            events.clear()
-        events.append(event)
-        expected = seq + 1
-    complete = expected == current.seq + 1 and (
-        not events or events[0].position.seq == position.seq + 1
-    )
-    return HistoryRead(events=tuple(events), complete=complete, position=current)

@@ -1,6 +1,10 @@
-"""RedisBroker's wires to Redis: a command client with its scripts, and pub/sub connections."""
+"""The wires to one Redis: a command client running scripts, and pub/sub connections.
 
-# This module imports redis; pm_ws.redis_broker imports it only when a
+Nothing here knows what the keys and channels mean, so every Redis-backed
+store of a process can share one `RedisLink` (and one `PubSubListener` on it).
+"""
+
+# This module imports redis; pm_ws.brokers.redis_broker imports it only when a
 # RedisBroker is built, so `import pm_ws` works without the extra.
 
 from __future__ import annotations
@@ -13,11 +17,11 @@ from typing import Any, Final
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from pm_ws import _redis_lua
 from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 
 _LOG = logging.getLogger(__name__)
@@ -113,8 +117,46 @@ class PubSubLink:
             _LOG.debug("closing a redis pub/sub connection failed: %s", exc)
 
 
+class RedisScript:
+    """A Lua script of the command client: run by EVALSHA, loaded again when Redis lost it."""
+
+    def __init__(self, script: AsyncScript) -> None:
+        self._script = script
+
+    async def run(
+        self,
+        keys: Sequence[bytes],
+        args: Sequence[bytes | int],
+        *,
+        outcome_unknown_on_timeout: bool = False,
+    ) -> Any:
+        """Run the script and return Redis's reply as redis-py gives it.
+
+        Args:
+            keys: KEYS of the script.
+            args: ARGV of the script.
+            outcome_unknown_on_timeout: The script stores something the caller
+                must not assume undone: a stalled Redis runs it when it wakes,
+                after the timeout.
+
+        Raises:
+            PublishOutcomeUnknown: No answer within the timeout, when
+                `outcome_unknown_on_timeout`.
+            BrokerUnavailable: Redis refused, failed or (otherwise) did not answer.
+        """
+        try:
+            return await self._script(keys=list(keys), args=list(args))
+        except RedisTimeoutError as exc:
+            if not outcome_unknown_on_timeout:
+                raise _unavailable("script", exc) from exc
+            _LOG.debug("redis script timed out: %s", exc)
+            raise PublishOutcomeUnknown(OUTCOME_UNKNOWN) from exc
+        except (RedisError, OSError) as exc:
+            raise _unavailable("script", exc) from exc
+
+
 class RedisLink:
-    """The command client (pooled, with the broker's scripts) and the pub/sub client.
+    """The command client (pooled) and the client that pub/sub connections come from.
 
     Commands time out after `timeout_secs` and are retried once at once on a
     connection error (a pooled connection that died with a restarted
@@ -135,7 +177,7 @@ class RedisLink:
             retry=Retry(NoBackoff(), 1, (RedisConnectionError,)),
             decode_responses=False,
         )
-        # No retries here: the broker handles every pub/sub failure itself.
+        # No retries here: the listener handles every pub/sub failure itself.
         self._pubsub_client = aioredis.Redis.from_url(
             url,
             socket_timeout=timeout_secs,
@@ -143,31 +185,10 @@ class RedisLink:
             retry=Retry(NoBackoff(), 0),
             decode_responses=False,
         )
-        self._publish = self._client.register_script(_redis_lua.PUBLISH)
-        self._read = self._client.register_script(_redis_lua.READ)
 
-    async def run_publish(self, keys: Sequence[bytes], args: Sequence[bytes | int]) -> Any:
-        """Run the publish script (EVALSHA, loading it when Redis lost it).
-
-        Raises:
-            PublishOutcomeUnknown: Redis did not answer within the timeout; a stalled
-                Redis runs the script when it wakes, so the event may be stored.
-            BrokerUnavailable: Redis refused or failed the command.
-        """
-        try:
-            return await self._publish(keys=list(keys), args=list(args))
-        except RedisTimeoutError as exc:
-            _LOG.debug("redis publish timed out: %s", exc)
-            raise PublishOutcomeUnknown(OUTCOME_UNKNOWN) from exc
-        except (RedisError, OSError) as exc:
-            raise _unavailable("publish", exc) from exc
-
-    async def run_read(self, keys: Sequence[bytes], args: Sequence[bytes | int]) -> Any:
-        """Run the read script."""
-        try:
-            return await self._read(keys=list(keys), args=list(args))
-        except (RedisError, OSError) as exc:
-            raise _unavailable("history read", exc) from exc
+    def script(self, source: str) -> RedisScript:
+        """Register a Lua script (nothing is sent until its first run)."""
+        return RedisScript(self._client.register_script(source))
 
     async def send(self, channel: bytes, message: bytes) -> None:
         """PUBLISH one message."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Final
 
-from pm_ws.broker import Broker
+from pm_ws.brokers.broker import Broker
+from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.exceptions import UnsupportedBrokerUrl
-from pm_ws.memory_broker import MemoryBroker
 
 BROKER_SCHEMES: Final = ("memory", "redis", "rediss")
 
@@ -30,7 +30,7 @@ def open_broker(url: str, *, history_size: int, history_ttl_secs: float) -> Brok
         return MemoryBroker(history_size=history_size, history_ttl_secs=history_ttl_secs)
     if separator and scheme in ("redis", "rediss"):
         # redis_broker imports redis only when a RedisBroker is built.
-        from pm_ws.redis_broker import RedisBroker
+        from pm_ws.brokers.redis_broker import RedisBroker
 
         return RedisBroker(url, history_size=history_size, history_ttl_secs=history_ttl_secs)
     accepted = ", ".join(f"{s}://" for s in BROKER_SCHEMES)
