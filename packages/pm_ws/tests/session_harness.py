@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable, Sequence
-from types import TracebackType
+from dataclasses import dataclass
 from typing import Any
 
 import jwt
@@ -207,21 +207,15 @@ class RecordingSocket:
         await wait_for_condition(self.changed, condition)
 
 
+@dataclass
 class Connection:
-    """One session with its recording transport and socket, seen from the client's side."""
+    """One session with its slot, recording transport and socket, seen from the client's side."""
 
-    def __init__(
-        self,
-        admitted: Admitted,
-        session: Session,
-        transport: RecordingTransport,
-        socket: RecordingSocket,
-    ) -> None:
-        self.admitted = admitted
-        self.session = session
-        self.transport = transport
-        self.socket = socket
-        self._read = 0
+    admitted: Admitted
+    session: Session
+    transport: RecordingTransport
+    socket: RecordingSocket
+    _read: int = 0
 
     async def send(self, frame: pb.ClientMessage | bytes | str) -> None:
         data = frame.SerializeToString() if isinstance(frame, pb.ClientMessage) else frame
@@ -277,12 +271,7 @@ class Engine:
         await self.gateway.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         """Play the adapter's end of every connection: no timer or slot outlives the test."""
         for connection in self.connections:
             await self.gateway.end_session(connection.session)
