@@ -1,11 +1,11 @@
-"""Sessions with no socket: the real engine around them, only the transport and socket faked.
+"""Sessions with no socket: a real `Gateway`, only the transport and socket faked.
 
-Everything here is real — MemoryBroker, Broadcaster, GatewayMetrics on a fresh
-CollectorRegistry, an HS256 JwtValidator on a manual wall clock, CommandRouter,
-Outbox and FlushScheduler on the running loop — except the socket boundary: a
-`RecordingTransport` that keeps every write (WebSocket frames, decoded back into
-`ServerMessage`s) and a `RecordingSocket` that keeps control frames, close reasons
-and aborts.
+The gateway is the one the server runs — MemoryBroker, a fresh CollectorRegistry,
+an HS256 JwtValidator on a manual wall clock, a 10 ms deadline wheel — and each
+connection goes through its socket-free `admit` and `open_session`. Only the
+socket boundary is faked: a `RecordingTransport` that keeps every write
+(WebSocket frames, decoded back into `ServerMessage`s) and a `RecordingSocket`
+that keeps control frames, close reasons and aborts.
 
 Outboxes flush in a `call_soon` callback; `settle()` awaits a future resolved by a
 later `call_soon`, so once it returns every flush scheduled before it has run.
@@ -14,28 +14,24 @@ later `call_soon`, so once it returns every flush scheduled before it has run.
 from __future__ import annotations
 
 import asyncio
-import itertools
-import struct
 import uuid
 from collections.abc import Callable, Sequence
-from types import TracebackType
+from dataclasses import dataclass
+from typing import Any
 
 import jwt
 import pm_proto as pb
-from pm_auth import JwtValidator, RateLimiterFactory, TenantContext
-from pm_ws.broadcaster import Broadcaster
+from pm_auth import JwtValidator
+from pm_ws import Admitted, Gateway, GatewayOptions, Session
 from pm_ws.brokers.broker import PublishResult
 from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.close_codes import CloseReason
-from pm_ws.commands import CommandRouter
 from pm_ws.deadlines import DeadlineWheel
-from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId
+from pm_ws.events import EventDraft, Scope, StreamPosition, TenantId
 from pm_ws.limits import GatewayLimits
-from pm_ws.metrics import GatewayMetrics
-from pm_ws.outbox import FlushScheduler, Outbox
-from pm_ws.registry import ConnectionRegistry
-from pm_ws.session import Session, SessionServices
 from prometheus_client import CollectorRegistry
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side
 
 SECRET = "session-harness-secret-of-at-least-32-bytes"
 TENANT = TenantId("acme")
@@ -44,6 +40,7 @@ USER = "alice"
 NOW = 1_700_000_000.0
 LEEWAY_SECS = 30.0
 WAIT_SECS = 2.0
+REMOTE = "203.0.113.7:50000"
 
 
 class WallClock:
@@ -99,28 +96,14 @@ async def wait_for_condition(
 
 
 def frame_payloads(data: bytes) -> list[bytes]:
-    """Split bytes written by the server into WebSocket frame payloads (RFC 6455 §5.2).
-
-    Every frame must be a final, unmasked binary frame with a 2, 4 or 10-byte header.
-    """
-    payloads: list[bytes] = []
-    offset = 0
-    while offset < len(data):
-        first, second = data[offset], data[offset + 1]
-        assert first == 0x82, f"expected a final binary frame, got first byte {first:#x}"
-        assert not second & 0x80, "server frames must not be masked"
-        length = second & 0x7F
-        offset += 2
-        if length == 126:
-            (length,) = struct.unpack_from("!H", data, offset)
-            offset += 2
-        elif length == 127:
-            (length,) = struct.unpack_from("!Q", data, offset)
-            offset += 8
-        assert offset + length <= len(data), "truncated frame"
-        payloads.append(data[offset : offset + length])
-        offset += length
-    return payloads
+    """Split bytes the server wrote into frame payloads: whole, final, unmasked binary frames."""
+    client = Protocol(Side.CLIENT, max_size=None)  # a client's end refuses masked frames
+    client.receive_data(data)
+    frames = [event for event in client.events_received() if isinstance(event, Frame)]
+    assert client.parser_exc is None, client.parser_exc
+    assert not client.reader.buffer, "a frame was cut short"
+    assert all(frame.opcode is Opcode.BINARY and frame.fin for frame in frames), frames
+    return [bytes(frame.data) for frame in frames]
 
 
 def decode_writes(writes: Sequence[bytes]) -> list[pb.ServerMessage]:
@@ -224,16 +207,15 @@ class RecordingSocket:
         await wait_for_condition(self.changed, condition)
 
 
+@dataclass
 class Connection:
-    """One session with its recording transport and socket, seen from the client's side."""
+    """One session with its slot, recording transport and socket, seen from the client's side."""
 
-    def __init__(
-        self, session: Session, transport: RecordingTransport, socket: RecordingSocket
-    ) -> None:
-        self.session = session
-        self.transport = transport
-        self.socket = socket
-        self._read = 0
+    admitted: Admitted
+    session: Session
+    transport: RecordingTransport
+    socket: RecordingSocket
+    _read: int = 0
 
     async def send(self, frame: pb.ClientMessage | bytes | str) -> None:
         data = frame.SerializeToString() if isinstance(frame, pb.ClientMessage) else frame
@@ -259,7 +241,10 @@ class Connection:
 
 
 class Engine:
-    """The process-wide collaborators of sessions, all real, on the running loop."""
+    """A real `Gateway` on the running loop, connected to through its socket-free methods.
+
+    `options` are the other `GatewayOptions` (origins, tenant check, ...).
+    """
 
     def __init__(
         self,
@@ -267,48 +252,31 @@ class Engine:
         limits: GatewayLimits | None = None,
         broker: MemoryBroker | None = None,
         leeway_secs: float = LEEWAY_SECS,
-        registry: ConnectionRegistry[Session] | None = None,
+        **options: Any,
     ) -> None:
-        self.loop = asyncio.get_running_loop()
         self.clock = WallClock()
-        self.limits = limits or GatewayLimits()
         self.broker = broker or MemoryBroker()
         self.prometheus = CollectorRegistry()
-        self.metrics = GatewayMetrics(self.prometheus)
-        self.broadcaster = Broadcaster(self.broker, self.metrics)
-        self.commands = CommandRouter()
-        self.jwt = JwtValidator.hs256(SECRET, leeway_secs=leeway_secs, clock=self.clock)
-        self.services = SessionServices(
+        self.gateway = Gateway(
+            jwt=JwtValidator.hs256(SECRET, leeway_secs=leeway_secs, clock=self.clock),
             broker=self.broker,
-            broadcaster=self.broadcaster,
-            commands=self.commands,
-            jwt=self.jwt,
-            metrics=self.metrics,
-            limits=self.limits,
-            deadlines=DeadlineWheel(resolution_secs=0.01, loop=self.loop),
+            metrics=self.prometheus,
+            options=GatewayOptions(limits=limits or GatewayLimits(), **options),
             wall_clock=self.clock,
+            deadlines=DeadlineWheel(resolution_secs=0.01),
         )
-        self.scheduler = FlushScheduler(self.loop)
-        self.registry = registry
         self.connections: list[Connection] = []
-        self._ids = itertools.count(1)
 
     async def __aenter__(self) -> Engine:
+        await self.gateway.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Play the adapter's end of every connection: no timer outlives the test."""
+    async def __aexit__(self, *exc: object) -> None:
+        """Play the adapter's end of every connection: no timer or slot outlives the test."""
         for connection in self.connections:
-            connection.session.closed()
-            await self.broadcaster.leave(connection.session)
+            await self.gateway.end_session(connection.session)
+            connection.admitted.release()
+        await self.gateway.close()
 
     def token(self, *, expires_in: float = 3600, sub: str = USER, tenant: str = TENANT) -> str:
         """A token issued now by the clock, expiring `expires_in` seconds later."""
@@ -334,35 +302,17 @@ class Engine:
             token = self.token(expires_in=expires_in, sub=user, tenant=tenant)
         else:
             token = make_token(exp=exp, iat=self.clock.now, sub=user, tenant=tenant)
-        context = TenantContext.from_claims(self.jwt.validate(token))
-        transport = RecordingTransport()
-        socket = socket or RecordingSocket()
-        limits = self.limits
-        scheduler, loop = self.scheduler, self.loop
-        session = Session(
-            connection_id=ConnectionId(f"c{next(self._ids)}"),
-            context=context,
-            remote="203.0.113.7:50000",
-            services=self.services,
-            outbox=lambda s: Outbox(
-                transport,
-                scheduler,
-                capacity=limits.send_queue_size,
-                on_overflow=s.slow_client,
-                loop=loop,
-            ),
-            rate_limiter=RateLimiterFactory(
-                limits.rate_limit_max_requests, limits.rate_limit_window_secs
-            ).create(),
-            socket=socket,
-            loop=loop,
+        admitted = await self.gateway.admit({"Authorization": f"Bearer {token}"})
+        assert isinstance(admitted, Admitted), admitted
+        transport, socket = RecordingTransport(), socket or RecordingSocket()
+        session = await self.gateway.open_session(
+            admitted, transport=transport, socket=socket, remote=REMOTE
         )
+        assert isinstance(session, Session), session
         socket.attach(session)
-        if self.registry is not None:
-            self.registry.reserve(TenantId(tenant)).attach(session)
-        connection = Connection(session, transport, socket)
+        connection = Connection(admitted, session, transport, socket)
         self.connections.append(connection)
-        session.start(await self.broadcaster.join(session))
+        self.gateway.start_session(session)
         if read_welcome:
             assert kinds(await connection.received()) == ["welcome"]
         return connection
@@ -375,7 +325,7 @@ class Engine:
         work_item_id: str = "",
         tenant: str = TENANT,
     ) -> PublishResult:
-        return await self.broker.publish(
+        return await self.gateway.publish(
             EventDraft(
                 tenant_id=TenantId(tenant),
                 event_id=uuid.uuid4().hex,

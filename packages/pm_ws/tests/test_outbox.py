@@ -70,7 +70,6 @@ class Harness:
     outbox: Outbox
     transport: FakeTransport
     timers: Timers
-    overflows: list[None]
 
 
 def harness(
@@ -81,17 +80,15 @@ def harness(
 ) -> Harness:
     transport = transport or FakeTransport()
     timers = Timers()
-    overflows: list[None] = []
     outbox = Outbox(
         transport,
         scheduler,
         capacity=capacity,
-        on_overflow=lambda: overflows.append(None),
         # Outbox only calls `call_later` on its loop, which Timers stands in for.
         loop=cast(asyncio.AbstractEventLoop, timers),
         high_water_bytes=HIGH_WATER,
     )
-    return Harness(outbox, transport, timers, overflows)
+    return Harness(outbox, transport, timers)
 
 
 @pytest.fixture
@@ -240,19 +237,19 @@ async def test_a_forced_flush_writes_even_to_a_transport_over_the_high_water_mar
     assert len(h.outbox) == 0
 
 
-async def test_overflow_calls_on_overflow_exactly_once_and_drops_every_later_push(
+async def test_the_push_that_overflows_reports_it_and_every_later_push_is_dropped(
     scheduler: FlushScheduler,
 ) -> None:
     h = harness(scheduler, capacity=3)
 
     accepted = [h.outbox.push(b"x") for _ in range(3)]
-    assert h.overflows == []
+    assert not h.outbox.overflowed
     refused = [h.outbox.push(b"y") for _ in range(3)]
     await end_of_iteration()
 
     assert accepted == [True, True, True]
     assert refused == [False, False, False]
-    assert len(h.overflows) == 1
+    assert h.outbox.overflowed
     assert h.outbox.closed
     assert h.transport.writes == []
     assert len(h.outbox) == 0
@@ -266,7 +263,7 @@ async def test_an_outbox_drained_every_iteration_never_overflows(scheduler: Flus
         assert h.outbox.push(b"%d" % i)
         await end_of_iteration()
 
-    assert h.overflows == []
+    assert not h.outbox.overflowed
     assert h.transport.writes == [b"00", b"11", b"22", b"33", b"44"]
 
 
@@ -278,10 +275,10 @@ async def test_a_blocked_outbox_overflows_when_its_peer_never_reads(
 
     h.outbox.push(b"a")
     await end_of_iteration()
-    h.outbox.push(b"b")
-    h.outbox.push(b"c")
+    assert h.outbox.push(b"b")
+    assert not h.outbox.push(b"c")
 
-    assert len(h.overflows) == 1
+    assert h.outbox.overflowed
     assert h.outbox.closed
 
 
@@ -296,6 +293,7 @@ async def test_close_with_flush_writes_the_queued_frames(scheduler: FlushSchedul
     assert h.transport.writes == [b"eventclosing"]
     assert h.outbox.closed
     assert h.outbox.push(b"late") is False
+    assert not h.outbox.overflowed, "a closed outbox drops frames; it did not overflow"
 
 
 async def test_close_with_flush_writes_even_to_a_blocked_transport_and_cancels_the_retry(
@@ -323,6 +321,7 @@ async def test_close_without_flush_drops_the_queued_frames(scheduler: FlushSched
     assert h.transport.writes == []
     assert len(h.outbox) == 0
     assert h.outbox.push(b"c") is False
+    assert not h.outbox.overflowed
 
 
 async def test_close_without_flush_cancels_a_pending_retry(scheduler: FlushScheduler) -> None:
@@ -383,24 +382,19 @@ async def test_a_failing_transport_does_not_stop_other_outboxes_from_being_writt
     assert healthy.transport.writes == [b"first", b"second"]
 
 
-async def test_a_closed_outbox_lets_go_of_its_owner_so_no_cycle_outlives_the_connection(
+async def test_an_outbox_holds_nothing_of_its_owner_so_no_cycle_outlives_the_connection(
     scheduler: FlushScheduler,
 ) -> None:
     class Owner:
         def __init__(self) -> None:
             self.outbox = Outbox(
-                FakeTransport(),
-                scheduler,
-                capacity=4,
-                on_overflow=self.overflowed,
-                loop=asyncio.get_running_loop(),
+                FakeTransport(), scheduler, capacity=1, loop=asyncio.get_running_loop()
             )
 
-        def overflowed(self) -> None:
-            pass
-
     owner = Owner()
-    owner.outbox.close(flush=False)
+    owner.outbox.push(b"a")
+    owner.outbox.push(b"overflow")
+    assert owner.outbox.overflowed
     freed = weakref.ref(owner)
     gc.disable()  # freed by reference counting alone, not by a collection
     try:

@@ -174,7 +174,7 @@ async def test_subscribe_and_unsubscribe_are_acked_with_request_id_and_tenant_po
 async def test_command_is_answered_with_the_handlers_result(
     engine: Engine, conn: Connection
 ) -> None:
-    @engine.commands.command("board.echo")
+    @engine.gateway.commands.command("board.echo")
     async def echo(context: CommandContext, body: bytes) -> bytes:
         return f"{context.tenant.user_id}@{context.connection_id}:".encode() + body[::-1]
 
@@ -200,11 +200,11 @@ async def test_unknown_command_is_answered_with_an_error_naming_the_field(
 async def test_a_failing_command_handler_is_answered_with_internal_error_leaking_nothing(
     engine: Engine, conn: Connection
 ) -> None:
-    @engine.commands.command("board.crash")
+    @engine.gateway.commands.command("board.crash")
     async def crash(context: CommandContext, body: bytes) -> bytes:
         raise RuntimeError("password=hunter2 in /srv/app/handlers.py")
 
-    @engine.commands.command("board.refuse")
+    @engine.gateway.commands.command("board.refuse")
     async def refuse(context: CommandContext, body: bytes) -> bytes:
         raise ProtocolError("you may not move this card", code="FORBIDDEN", field="card")
 
@@ -658,6 +658,19 @@ async def test_a_send_queue_overflow_closes_a_slow_client_without_a_closing_mess
         assert messages == []
 
 
+async def test_answers_that_overflow_the_send_queue_close_a_slow_client_once() -> None:
+    async with Engine(limits=GatewayLimits(send_queue_size=2)) as engine:
+        conn = await engine.connect()
+
+        for request_id in ("a", "b", "c", "d"):  # no flush between: the answers pile up
+            await conn.send(ping(request_id))
+        messages = await conn.received()
+
+        assert conn.closed_with == [close_codes.SLOW_CLIENT]
+        assert messages == []
+        assert engine.metric("pm_ws_slow_client_disconnects_total") == 1
+
+
 async def test_a_second_resume_sends_no_event_twice_nor_out_of_seq_order(engine: Engine) -> None:
     start = await engine.broker.position(TENANT)
     await engine.publish("p1")
@@ -680,7 +693,7 @@ async def test_lagged_sends_broadcast_lagged_then_closes_4011(
 ) -> None:
     await conn.request(subscribe("s", projects=["p1"]))
 
-    engine.broadcaster.lagged(TENANT)
+    engine.gateway.broadcaster.lagged(TENANT)
     messages = await conn.received()
 
     assert kinds(messages) == ["error", "closing"]
@@ -695,8 +708,8 @@ async def test_lagged_sends_broadcast_lagged_then_closes_4011(
 async def test_operator_disconnect_closes_4010_once(engine: Engine, conn: Connection) -> None:
     request = DisconnectRequest(TENANT, user_id=UserId(USER))
 
-    first = engine.broadcaster.disconnect_local(request)
-    second = engine.broadcaster.disconnect_local(request)
+    first = engine.gateway.broadcaster.disconnect_local(request)
+    second = engine.gateway.broadcaster.disconnect_local(request)
     messages = await conn.received()
 
     assert (first, second) == (1, 0)
@@ -898,7 +911,7 @@ async def test_a_command_answered_after_the_connection_closed_writes_nothing(
 ) -> None:
     started, release = asyncio.Event(), asyncio.Event()
 
-    @engine.commands.command("board.slow")
+    @engine.gateway.commands.command("board.slow")
     async def slow(context: CommandContext, body: bytes) -> bytes:
         started.set()
         await release.wait()

@@ -27,10 +27,6 @@ from packages.pm_ws.tests.session_harness import (
 SEED = 20240601
 
 
-def new_registry() -> ConnectionRegistry[Session]:
-    return ConnectionRegistry(max_connections=100, max_connections_per_tenant=100)
-
-
 async def connections(engine: Engine, count: int, *, finish_on_close: bool) -> list[Connection]:
     return [
         await engine.connect(socket=RecordingSocket(finish_on_close=finish_on_close))
@@ -63,8 +59,8 @@ class CountingSocket(RecordingSocket):
 
 
 async def test_begin_is_idempotent_stops_admissions_and_closes_nothing() -> None:
-    registry = new_registry()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         conn = await engine.connect()
         coordinator = ShutdownCoordinator(registry)
         assert not coordinator.draining
@@ -82,8 +78,8 @@ async def test_begin_is_idempotent_stops_admissions_and_closes_nothing() -> None
 
 
 async def test_drain_says_goodbye_to_every_connection_with_a_jittered_reconnect_delay() -> None:
-    registry = new_registry()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         conns = await connections(engine, 4, finish_on_close=True)
         coordinator = ShutdownCoordinator(registry, rng=random.Random(SEED))
 
@@ -105,8 +101,8 @@ async def test_drain_says_goodbye_to_every_connection_with_a_jittered_reconnect_
 
 
 async def test_drain_flushes_queued_events_before_the_closing_message() -> None:
-    registry = new_registry()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         (conn,) = await connections(engine, 1, finish_on_close=True)
         await conn.request(subscribe("s", projects=["p1"]))
         await engine.publish("p1")
@@ -118,9 +114,9 @@ async def test_drain_flushes_queued_events_before_the_closing_message() -> None:
 
 
 async def test_drain_runs_at_most_concurrency_closing_handshakes_at_once() -> None:
-    registry = new_registry()
     outstanding = Outstanding()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         conns = [await engine.connect(socket=CountingSocket(outstanding)) for _ in range(5)]
         coordinator = ShutdownCoordinator(registry, concurrency=2, timeout_secs=WAIT_SECS)
 
@@ -138,8 +134,8 @@ async def test_drain_runs_at_most_concurrency_closing_handshakes_at_once() -> No
 
 
 async def test_the_deadline_cuts_every_connection_still_open_and_counts_them() -> None:
-    registry = new_registry()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         (polite,) = await connections(engine, 1, finish_on_close=True)
         stuck = await connections(engine, 3, finish_on_close=False)
         coordinator = ShutdownCoordinator(registry, concurrency=2, timeout_secs=0.05)
@@ -156,8 +152,8 @@ async def test_the_deadline_cuts_every_connection_still_open_and_counts_them() -
 
 
 async def test_concurrent_and_repeated_drains_share_one_drain() -> None:
-    registry = new_registry()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         polite = await connections(engine, 2, finish_on_close=True)
         (stuck,) = await connections(engine, 1, finish_on_close=False)
         coordinator = ShutdownCoordinator(registry, timeout_secs=0.05)
@@ -175,8 +171,8 @@ async def test_concurrent_and_repeated_drains_share_one_drain() -> None:
 
 
 async def test_cancelling_one_caller_does_not_stop_the_drain() -> None:
-    registry = new_registry()
-    async with Engine(registry=registry) as engine:
+    async with Engine() as engine:
+        registry = engine.gateway.registry
         (conn,) = await connections(engine, 1, finish_on_close=False)
         coordinator = ShutdownCoordinator(registry, timeout_secs=WAIT_SECS)
 
@@ -192,7 +188,9 @@ async def test_cancelling_one_caller_does_not_stop_the_drain() -> None:
 
 
 async def test_draining_no_connections_finishes_at_once() -> None:
-    coordinator = ShutdownCoordinator(new_registry())
+    coordinator = ShutdownCoordinator(
+        ConnectionRegistry[Session](max_connections=100, max_connections_per_tenant=100)
+    )
 
     assert await asyncio.wait_for(coordinator.drain(), WAIT_SECS) == 0
     assert coordinator.state is ShutdownState.STOPPED

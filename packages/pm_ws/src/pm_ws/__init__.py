@@ -6,6 +6,7 @@ pm.v1 protocol: authenticated, limited, filtered, ordered, resumable.
 """
 
 from pm_ws import close_codes
+from pm_ws.admission import Admitted, Refusal
 from pm_ws.broadcaster import Broadcaster
 from pm_ws.brokers import (
     Broker,
@@ -48,6 +49,7 @@ from pm_ws.session import Session, SessionState
 from pm_ws.shutdown import ShutdownCoordinator, ShutdownState
 
 __all__ = [
+    "Admitted",
     "Broadcaster",
     "Broker",
     "BrokerError",
@@ -77,6 +79,7 @@ __all__ = [
     "PublishOutcomeUnknown",
     "PublishResult",
     "RedisBroker",
+    "Refusal",
     "Scope",
     "Session",
     "SessionState",

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from typing import Final, Protocol
 
 logger = logging.getLogger(__name__)
 
 _BLOCKED_RETRY_SECS: Final = 0.02
-
-
-def _nothing() -> None:
-    pass
 
 
 class FrameTransport(Protocol):
@@ -66,9 +61,10 @@ class Outbox:
     `push` never waits. When the peer stops reading, the kernel's and the
     transport's buffers fill; past `high_water_bytes` buffered in the transport
     the outbox stops writing and keeps frames itself, and when it would hold more
-    than `capacity` it calls `on_overflow` once and drops everything after: the
-    connection is a slow client and gets closed (4008) by its owner, while every
-    other connection is unaffected.
+    than `capacity` it closes, drops everything and reports it: that `push`
+    returns False with `overflowed` set. The connection is then a slow client,
+    closed (4008) by its owner; every other connection is unaffected. The outbox
+    holds no reference to its owner, so the two never form a cycle.
     """
 
     __slots__ = (
@@ -78,7 +74,7 @@ class Outbox:
         "_frames",
         "_high_water",
         "_loop",
-        "_on_overflow",
+        "_overflowed",
         "_scheduled",
         "_scheduler",
         "_transport",
@@ -90,20 +86,19 @@ class Outbox:
         scheduler: FlushScheduler,
         *,
         capacity: int,
-        on_overflow: Callable[[], None],
         loop: asyncio.AbstractEventLoop,
         high_water_bytes: int = 256 * 1024,
     ) -> None:
         self._transport = transport
         self._scheduler = scheduler
         self._capacity = capacity
-        self._on_overflow = on_overflow
         self._loop = loop
         self._high_water = high_water_bytes
         self._frames: list[bytes] = []
         self._scheduled = False
         self._blocked: asyncio.TimerHandle | None = None
         self._closed = False
+        self._overflowed = False
 
     def __len__(self) -> int:
         return len(self._frames)
@@ -113,14 +108,24 @@ class Outbox:
         """Whether the outbox stopped accepting frames."""
         return self._closed
 
+    @property
+    def overflowed(self) -> bool:
+        """Whether the outbox closed because a push found it full (a slow client)."""
+        return self._overflowed
+
     def push(self, frame: bytes) -> bool:
-        """Queue a framed message; False when it was dropped (closed or overflowing)."""
+        """Queue a framed message; False when it was dropped (closed, or full just now).
+
+        Costs a length check and an append: it is the fanout's per-delivery path.
+        A False answer with `overflowed` set means this outbox's connection is too
+        slow; the caller closes it.
+        """
         if self._closed:
             return False
         if len(self._frames) >= self._capacity:
             self._closed = True
+            self._overflowed = True
             self._frames.clear()
-            self._on_overflow()
             return False
         self._frames.append(frame)
         if not self._scheduled and self._blocked is None:
@@ -162,15 +167,11 @@ class Outbox:
     def close(self, *, flush: bool) -> None:
         """Stop accepting frames; with `flush`, write what is queued first.
 
-        Lets go of `on_overflow` (a bound method of the connection's owner, as a
-        rule): the owner and its outbox then hold no cycle, and a closed
-        connection is freed by reference counting, not at the next full
-        garbage collection.
+        Cancels a pending retry, so the loop keeps no reference to a closed outbox.
         """
         if flush and not self._closed:
             self.flush(force=True)
         self._closed = True
-        self._on_overflow = _nothing
         self._frames.clear()
         if self._blocked is not None:
             self._blocked.cancel()

@@ -1,8 +1,9 @@
 """One client connection's protocol logic, with no socket in sight.
 
-The aiohttp adapter feeds frames in and supplies two callables — write bytes,
-close the socket — so every decision here (validation, rate limiting,
-subscriptions, resume, expiry, heartbeat) is testable without a network.
+The adapter feeds frames in and supplies the byte transport under the outbox and
+a `SessionSocket` (control frames, close, abort), so every decision here
+(validation, rate limiting, subscriptions, resume, expiry, heartbeat) is testable
+without a network.
 """
 
 from __future__ import annotations
@@ -87,11 +88,15 @@ class SessionServices:
 class Session:
     """The server side of one WebSocket connection.
 
-    Frames are handled one at a time, in order (the adapter awaits `handle_frame`
-    before reading the next). Everything sent goes through the session's bounded
-    outbox, so answers and events keep their order. A session closes itself for
-    the reasons of SPEC §2 (token expiry, heartbeat, repeated violations, lag,
-    operator) by calling `close`, which asks the adapter to close the socket.
+    Its life: `join` the tenant's stream, `start` (Welcome, timers) once the
+    upgrade is done, `handle_frame` for each client frame, `closed` when the
+    socket is gone, then `leave`. Frames are handled one at a time, in order (the
+    adapter awaits `handle_frame` before reading the next). Everything sent goes
+    through the session's bounded outbox, so answers and events keep their order;
+    when the outbox overflows the session closes itself 4008. A session closes
+    itself for the reasons of SPEC §2 (token expiry, heartbeat, repeated
+    violations, lag, operator) by calling `close`, which asks the adapter to close
+    the socket.
     """
 
     __slots__ = (
@@ -128,7 +133,7 @@ class Session:
         context: TenantContext,
         remote: str,
         services: SessionServices,
-        outbox: Callable[[Session], Outbox],
+        outbox: Outbox,
         rate_limiter: ConnectionRateLimiter,
         socket: SessionSocket,
         loop: asyncio.AbstractEventLoop,
@@ -141,7 +146,7 @@ class Session:
         self.subscriptions = SubscriptionSet()
         self.state = SessionState.OPEN
         self.close_reason: CloseReason | None = None
-        self.outbox = outbox(self)
+        self.outbox = outbox
         self._rate_limiter = rate_limiter
         self.socket = socket
         self._finished = False
@@ -198,10 +203,28 @@ class Session:
             self._finished_waiter = self._loop.create_future()
         await asyncio.shield(self._finished_waiter)
 
-    def start(self, position: StreamPosition) -> None:
-        """Send `Welcome` and arm the expiry and heartbeat timers."""
+    async def join(self) -> None:
+        """Join the tenant's stream: fanout reaches the session from now on.
+
+        Raises:
+            BrokerUnavailable: the broker could not be reached; the session is not joined.
+        """
+        self._position = await self.services.broadcaster.join(self)
+
+    async def leave(self) -> None:
+        """Leave the tenant's stream, with every subscription; idempotent."""
+        await self.services.broadcaster.leave(self)
+
+    def start(self) -> None:
+        """Send `Welcome`, with the position `join` found, and arm the expiry and heartbeat timers.
+
+        Raises:
+            RuntimeError: the session has not joined its tenant's stream.
+        """
+        position = self._position
+        if position is None:
+            raise RuntimeError("a session starts after joining its tenant's stream")
         limits = self.services.limits
-        self._position = position
         self._send(
             pb.ServerMessage(
                 welcome=pb.Welcome(
@@ -272,7 +295,8 @@ class Session:
             self._replay_buffer.append((event, frame))
             return
         self._sent = self._position = position
-        self.outbox.push(frame)
+        if not self.outbox.push(frame) and self.outbox.overflowed:
+            self.slow_client()
 
     def lagged(self) -> None:
         """The broker lost events this connection may need: tell it, and close so it resumes."""
@@ -289,7 +313,10 @@ class Session:
         return True
 
     def slow_client(self) -> None:
-        """The send queue overflowed: close 4008 without queueing anything more."""
+        """The send queue overflowed: close 4008 without queueing anything more.
+
+        Idempotent; called by the session itself when its outbox reports an overflow.
+        """
         if self.state is SessionState.OPEN:
             logger.warning("send queue full; closing slow client")
             self.services.metrics.slow_client_disconnects.inc()
@@ -486,10 +513,15 @@ class Session:
         self, request_id: str, code: str, message: str, field: str | None = None
     ) -> None:
         self.services.metrics.errors.labels(code).inc()
-        self.outbox.push(error_frame(request_id, code, message, field))
+        self._push(error_frame(request_id, code, message, field))
 
     def _send(self, message: pb.ServerMessage) -> None:
-        self.outbox.push(encode(message))
+        self._push(encode(message))
+
+    def _push(self, frame: bytes) -> None:
+        # `push_event` inlines this: it is the fanout's per-delivery path.
+        if not self.outbox.push(frame) and self.outbox.overflowed:
+            self.slow_client()
 
     def _arm_expiry(self) -> None:
         if self._expiry is not None:
