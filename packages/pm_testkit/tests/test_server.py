@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pm_testkit import ServerLauncher, ServerProcess, server_environment
+from pm_testkit import ServerLauncher, ServerProcess, server_environment, subscribers
 
 pytestmark = pytest.mark.pm_server({"HEARTBEAT_INTERVAL_SECS": "7", "HEARTBEAT_TIMEOUT_SECS": "7"})
 
@@ -34,8 +34,7 @@ async def test_the_modules_marker_sets_the_servers_environment(
 async def test_a_published_event_reaches_a_subscribed_client_and_nothing_else(
     server: ServerProcess, tenant: str
 ) -> None:
-    client = await server.connect(tenant)
-    await client.subscribe(["p1"])
+    [client] = await subscribers([server], tenant, ["p1"])
 
     published = await server.publish(tenant, "p1", payload=b"hello")
 

@@ -7,7 +7,16 @@ tokens (`make_token`, `Credentials`), ports (`free_port`) and bounded waits
 turns them into fixtures. Dev-only: never a dependency of a shipped package.
 """
 
-from pm_testkit.client import Client, HttpAnswer, OpenClients, connect, open_client, refused
+from pm_testkit.client import (
+    Client,
+    HttpAnswer,
+    OpenClients,
+    connect,
+    event_ids,
+    open_client,
+    refused,
+    seqs,
+)
 from pm_testkit.ports import free_port
 from pm_testkit.process import ProcessOutput, child_pids, stop_process, terminate
 from pm_testkit.proxy import TcpProxy
@@ -16,8 +25,10 @@ from pm_testkit.server import (
     PM_SERVER,
     Published,
     ServerLauncher,
+    ServerPair,
     ServerProcess,
     server_environment,
+    subscribers,
 )
 from pm_testkit.tokens import Credentials, make_token, new_tenant
 from pm_testkit.waiting import (
@@ -44,19 +55,23 @@ __all__ = [
     "RedisServer",
     "RedisUser",
     "ServerLauncher",
+    "ServerPair",
     "ServerProcess",
     "TcpProxy",
     "WaitTimeout",
     "block_until",
     "child_pids",
     "connect",
+    "event_ids",
     "free_port",
     "make_token",
     "new_tenant",
     "open_client",
     "refused",
+    "seqs",
     "server_environment",
     "stop_process",
+    "subscribers",
     "terminate",
     "wait_until",
 ]

@@ -7,7 +7,7 @@ import contextlib
 import json
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +19,16 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from pm_testkit.waiting import WAIT_SECS
 
-__all__ = ["Client", "HttpAnswer", "OpenClients", "connect", "open_client", "refused"]
+__all__ = [
+    "Client",
+    "HttpAnswer",
+    "OpenClients",
+    "connect",
+    "event_ids",
+    "open_client",
+    "refused",
+    "seqs",
+]
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,17 @@ class Client:
         assert received is not None, f"closed without a close frame after {seen}"
         return received.code, seen
 
+    async def expect_close(self, code: int, *kinds: str) -> list[pb.ServerMessage]:
+        """Read until the server closes; it must close with `code` after messages of `kinds`.
+
+        `kinds` are the payload kinds of every message before the close, in
+        order ("closing", or "error", "closing"); those messages are returned.
+        """
+        closed_with, seen = await self.until_closed()
+        assert closed_with == code, f"closed with {closed_with}, not {code}, after {seen}"
+        assert [m.WhichOneof("payload") for m in seen] == list(kinds), seen
+        return seen
+
     def stop_reading(self) -> None:
         """Stop reading the socket: the server's writes pile up in the TCP buffers."""
         self._reading = False
@@ -232,3 +252,13 @@ async def refused(url: str, token: str | None = None, **kwargs: Any) -> HttpAnsw
         return HttpAnswer(response.status_code, headers, bytes(response.body))
     await client.close()
     raise AssertionError("the upgrade was accepted")
+
+
+def event_ids(events: Iterable[pb.Event]) -> list[str]:
+    """The events' ids, in order: what a test compares with what it published."""
+    return [event.event_id for event in events]
+
+
+def seqs(events: Iterable[pb.Event]) -> list[int]:
+    """The events' positions in their stream, in order."""
+    return [event.position.seq for event in events]

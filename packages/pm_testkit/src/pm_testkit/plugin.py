@@ -20,7 +20,7 @@ import pytest_asyncio
 from pm_testkit.client import OpenClients
 from pm_testkit.proxy import TcpProxy
 from pm_testkit.redis import REDIS_SERVER, RedisServer
-from pm_testkit.server import ServerLauncher, ServerProcess
+from pm_testkit.server import ServerLauncher, ServerPair, ServerProcess
 from pm_testkit.tokens import new_tenant
 from pm_testkit.waiting import WAIT_SECS
 
@@ -139,7 +139,7 @@ async def redis_proxy(own_redis_server: RedisServer) -> AsyncIterator[TcpProxy]:
 @pytest.fixture(scope="module")
 def server_pair(
     request: pytest.FixtureRequest, module_servers: ServerLauncher, redis_server: RedisServer
-) -> tuple[ServerProcess, ServerProcess]:
+) -> ServerPair:
     """Two pm-servers, A and B, sharing the module's Redis (and the `pm_server` settings)."""
     settings, _ = _marked(request)
     a, b = module_servers.start_all(("A", "B"), {"BROKER_URL": redis_server.url, **settings})

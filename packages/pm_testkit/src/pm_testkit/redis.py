@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -83,7 +83,7 @@ class RedisServer:
         assert self._process is not None, "redis-server is not running"
         return self._process.pid
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         """Start the server; return once it answers PING (raise at the deadline or its exit)."""
         assert self._process is None, "redis-server is running already"
         assert REDIS_SERVER is not None

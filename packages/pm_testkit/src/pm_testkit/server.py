@@ -11,13 +11,13 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import aiohttp
 import pm_proto as pb
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from pm_testkit.client import Client, HttpAnswer, OpenClients, connect, open_client, refused
+from pm_testkit.client import Client, HttpAnswer, OpenClients, open_client, refused
 from pm_testkit.ports import free_port
 from pm_testkit.process import ProcessOutput, terminate
 from pm_testkit.tokens import Credentials, make_token
@@ -27,8 +27,10 @@ __all__ = [
     "PM_SERVER",
     "Published",
     "ServerLauncher",
+    "ServerPair",
     "ServerProcess",
     "server_environment",
+    "subscribers",
 ]
 
 PM_SERVER: Final = (sys.executable, "-m", "pm_server")
@@ -78,6 +80,13 @@ class Published:
 
     event_id: str
     position: pb.StreamPosition
+
+    @classmethod
+    def of(cls, answer: HttpAnswer) -> Published:
+        """The event a 200 answer of the publish API (as protobuf) tells about."""
+        assert answer.status == 200, (answer.status, answer.body)
+        response = pb.PublishResponse.FromString(answer.body)
+        return cls(response.event_id, response.position)
 
     @property
     def epoch(self) -> str:
@@ -143,7 +152,7 @@ class ServerProcess:
 
     # The process
 
-    def start(self) -> ServerProcess:
+    def start(self) -> Self:
         """Start the process (and return at once: see `wait_listening` and `wait_ready`)."""
         assert self.proc is None, f"{self.name} was started already"
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -181,11 +190,29 @@ class ServerProcess:
         """Wait for the `count`-th `listening on` line (one per worker); that line."""
         return self.stderr.wait_for("listening on ", count=count, within=within).string
 
+    async def wait_accepting(self, within: float = START_SECS) -> None:
+        """Until the port accepts a TCP connection: readiness of any program (the bench's hub).
+
+        Fails at once, with the end of its log, when the process exits first.
+        """
+
+        async def accepting() -> bool:
+            self.assert_running()
+            try:
+                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                return False
+            writer.close()
+            await writer.wait_closed()
+            return True
+
+        await wait_until(accepting, within=within, what=f"{self.name} accepting on {self.port}")
+
     async def wait_log(self, pattern: str, *, count: int = 1, within: float = WAIT_SECS) -> str:
         """Wait for the `count`-th stderr line matching the regex `pattern`; that line."""
         return (await self.stderr.wait(pattern, count=count, within=within)).string
 
-    def send_signal(self, signum: signal.Signals = signal.SIGTERM) -> None:
+    def send_signal(self, signum: int = signal.SIGTERM) -> None:
         """Send `signum` (SIGTERM by default) to the process."""
         assert self.proc is not None, f"{self.name} was not started"
         self.proc.send_signal(signum)
@@ -204,14 +231,12 @@ class ServerProcess:
         """`wait_exit` without blocking the event loop (clients keep answering meanwhile)."""
         return await asyncio.to_thread(self.wait_exit, within)
 
-    def stop(self, signum: signal.Signals = signal.SIGTERM, within: float = EXIT_SECS) -> int:
+    def stop(self, signum: int = signal.SIGTERM, within: float = EXIT_SECS) -> int:
         """Send `signum` and wait for the exit code."""
         self.send_signal(signum)
         return self.wait_exit(within)
 
-    async def stop_async(
-        self, signum: signal.Signals = signal.SIGTERM, *, within: float = EXIT_SECS
-    ) -> int:
+    async def stop_async(self, signum: int = signal.SIGTERM, *, within: float = EXIT_SECS) -> int:
         """`stop` without blocking the event loop."""
         self.send_signal(signum)
         return await self.await_exit(within)
@@ -312,7 +337,7 @@ class ServerProcess:
             bearer=key if key is not None else self.publish_key,
         )
 
-    async def publish(
+    async def try_publish(
         self,
         tenant: str,
         project: str,
@@ -323,8 +348,8 @@ class ServerProcess:
         type: str = "work_item.updated",  # the wire field's name
         payload: bytes = b"{}",
         actor: str = "backend",
-    ) -> Published:
-        """Publish one event through the HTTP API as protobuf; it must be answered 200."""
+    ) -> HttpAnswer:
+        """Publish one event through the HTTP API as protobuf; the answer, whatever it is."""
         request = pb.PublishRequest(
             tenant_id=tenant,
             type=type,
@@ -333,10 +358,18 @@ class ServerProcess:
             actor_user_id=actor,
             event_id=event_id,
         )
-        answer = await self.post_publish(request.SerializeToString())
-        assert answer.status == 200, (answer.status, answer.body)
-        response = pb.PublishResponse.FromString(answer.body)
-        return Published(response.event_id, response.position)
+        return await self.post_publish(request.SerializeToString())
+
+    async def publish(
+        self, tenant: str, project: str, sprint: str = "", item: str = "", **fields: Any
+    ) -> Published:
+        """`try_publish`, which must be answered 200; where the event was put."""
+        return Published.of(await self.try_publish(tenant, project, sprint, item, **fields))
+
+    async def post_json(self, path: str, body: str | bytes, *, bearer: str | None) -> HttpAnswer:
+        """POST `body` as is with a JSON content type (a malformed one, on purpose, say)."""
+        headers = {"Content-Type": "application/json"}
+        return await self.http("POST", path, data=body, headers=headers, bearer=bearer)
 
     async def disconnect(self, tenant: str, **target: str) -> HttpAnswer:
         """Ask the admin API to close `tenant`'s connections matching `target` (user_id, ...)."""
@@ -365,11 +398,13 @@ class ServerProcess:
     async def wait_ready(self, status: int = 200, *, within: float = WAIT_SECS) -> HttpAnswer:
         """Poll `/ready` until it answers `status` (503 while the broker is away); that answer.
 
-        A refused connection counts as not yet (the process may still be starting).
+        A refused connection counts as not yet (the process may still be
+        starting); the process exiting fails the wait at once.
         """
         last: list[HttpAnswer | str] = []
 
         async def answers() -> bool:
+            self.assert_running()
             try:
                 last.append(await self.get("/ready", within=2.0))
             except (aiohttp.ClientError, TimeoutError) as exc:
@@ -392,21 +427,46 @@ class ServerProcess:
         *,
         subprotocol: bool = False,
         url: str | None = None,
+        track: bool = True,
         **kwargs: Any,
     ) -> Client:
-        """Upgrade with `token` (see `open_client`); the client is closed after the test."""
+        """Upgrade with `token` (see `open_client`).
+
+        A tracked client is closed after the test; one opened by a fixture in
+        an event loop of its own passes `track=False` and closes it itself.
+        """
         return await open_client(
-            url or self.ws_url, token, subprotocol=subprotocol, track=self._clients, **kwargs
+            url or self.ws_url,
+            token,
+            subprotocol=subprotocol,
+            track=self._clients if track else None,
+            **kwargs,
         )
 
     async def connect(self, tenant: str, user: str = "u1", **kwargs: Any) -> Client:
         """A client of `tenant` as `user`, past its Welcome (kept as `client.welcome`)."""
-        return await connect(self.ws_url, self.token(tenant, user), track=self._clients, **kwargs)
+        client = await self.open_ws(self.token(tenant, user), **kwargs)
+        client.welcome = (await client.recv_kind("welcome")).welcome
+        return client
 
     async def refused(self, token: str | None = None, **kwargs: Any) -> HttpAnswer:
         """Attempt an upgrade that must be refused; the HTTP answer it got instead."""
         url = kwargs.pop("url", None) or self.ws_url
         return await refused(url, token, **kwargs)
+
+
+ServerPair = tuple[ServerProcess, ServerProcess]
+"""Two servers sharing a Redis (the `server_pair` fixture)."""
+
+
+async def subscribers(
+    servers: Sequence[ServerProcess], tenant: str, projects: Sequence[str] = ("p1",)
+) -> list[Client]:
+    """One client of `tenant` on each of `servers`, in order, subscribed to `projects`."""
+    clients = [await server.connect(tenant) for server in servers]
+    for client in clients:
+        await client.subscribe(projects)
+    return clients
 
 
 class ServerLauncher:
