@@ -8,6 +8,7 @@ import contextlib
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pm_testkit import RedisServer, TcpProxy, free_port
 from pm_ws._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
 from pm_ws.broker import DisconnectRequest, HistoryRead
 from pm_ws.events import ConnectionId, Event, EventDraft, Scope, StreamPosition, TenantId, UserId
@@ -16,7 +17,6 @@ from pm_ws.redis_broker import RedisBroker, _Feed
 from redis.crc import key_slot
 
 from packages.pm_ws.tests.conftest import RecordingSink, RedisBrokerFactory
-from packages.pm_ws.tests.redis_server import RedisServer, TcpProxy, free_port
 
 ACME = TenantId("acme")
 GLOBEX = TenantId("globex")
