@@ -12,6 +12,7 @@ import pytest
 from pm_client import Event, NotRecovered, PmClient, PmClientError, Position, StreamItem
 from pm_testkit import (
     POLL_SECS,
+    WAIT_SECS,
     Changes,
     ServerLauncher,
     ServerProcess,
@@ -23,7 +24,6 @@ from pm_testkit import (
 
 TENANT = "t1"
 USER = "u1"
-WAIT_SECS = 10.0
 
 MakeToken = Callable[..., str]
 ServerFactory = Callable[..., Awaitable[ServerProcess]]

@@ -36,10 +36,10 @@ __all__ = [
 PM_SERVER: Final = (sys.executable, "-m", "pm_server")
 """The command of a pm-server from this interpreter's environment."""
 
-START_SECS: Final = 30.0
+_START_SECS: Final = 30.0
 """Deadline of a start-up: imports are slow on a busy two-core machine."""
 
-EXIT_SECS: Final = 20.0
+_EXIT_SECS: Final = 20.0
 """Deadline of an exit after a signal (a drain with clients is bounded by the server's own)."""
 
 _PASSED_ON: Final = (
@@ -186,11 +186,11 @@ class ServerProcess:
         assert self.proc is not None, f"{self.name} was not started"
         assert self.returncode is None, f"{self.name} exited:\n{self.stderr.text[-4000:]}"
 
-    def wait_listening(self, *, count: int = 1, within: float = START_SECS) -> str:
+    def wait_listening(self, *, count: int = 1, within: float = _START_SECS) -> str:
         """Wait for the `count`-th `listening on` line (one per worker); that line."""
         return self.stderr.wait_for("listening on ", count=count, within=within).string
 
-    async def wait_accepting(self, within: float = START_SECS) -> None:
+    async def wait_accepting(self, within: float = _START_SECS) -> None:
         """Until the port accepts a TCP connection: readiness of any program (the bench's hub).
 
         Fails at once, with the end of its log, when the process exits first.
@@ -217,7 +217,7 @@ class ServerProcess:
         assert self.proc is not None, f"{self.name} was not started"
         self.proc.send_signal(signum)
 
-    def wait_exit(self, within: float = EXIT_SECS) -> int:
+    def wait_exit(self, within: float = _EXIT_SECS) -> int:
         """Wait for the process to end; its exit code (fails with its log at the deadline)."""
         assert self.proc is not None, f"{self.name} was not started"
         try:
@@ -227,16 +227,16 @@ class ServerProcess:
                 f"{self.name} still running {within:g} s later:\n{self.stderr.text[-4000:]}"
             ) from None
 
-    async def await_exit(self, within: float = EXIT_SECS) -> int:
+    async def await_exit(self, within: float = _EXIT_SECS) -> int:
         """`wait_exit` without blocking the event loop (clients keep answering meanwhile)."""
         return await asyncio.to_thread(self.wait_exit, within)
 
-    def stop(self, signum: int = signal.SIGTERM, within: float = EXIT_SECS) -> int:
+    def stop(self, signum: int = signal.SIGTERM, within: float = _EXIT_SECS) -> int:
         """Send `signum` and wait for the exit code."""
         self.send_signal(signum)
         return self.wait_exit(within)
 
-    async def stop_async(self, signum: int = signal.SIGTERM, *, within: float = EXIT_SECS) -> int:
+    async def stop_async(self, signum: int = signal.SIGTERM, *, within: float = _EXIT_SECS) -> int:
         """`stop` without blocking the event loop."""
         self.send_signal(signum)
         return await self.await_exit(within)
@@ -502,8 +502,8 @@ class ServerLauncher:
     ) -> ServerProcess:
         """A server not started yet: `ServerProcess.start` it (`start` also waits).
 
-        The environment holds the bind address, unbuffered output, plain-text
-        logs and a 5 s drain; with `auth` the JWT secret, with `api_keys` the
+        The environment holds the bind address, unbuffered output, logs
+        without colours and a 5 s drain; with `auth` the JWT secret, with `api_keys` the
         publish and admin keys; then `settings` (an empty value unsets).
         """
         chosen = port or free_port()
@@ -582,7 +582,7 @@ class ServerLauncher:
         settings: Mapping[str, str],
         *,
         args: Sequence[str] = (),
-        within: float = EXIT_SECS,
+        within: float = _EXIT_SECS,
     ) -> subprocess.CompletedProcess[str]:
         """Run pm-server to its end with only `settings` (nothing of this launcher's)."""
         self._runs += 1
