@@ -57,7 +57,7 @@ class DevServer:
 
 @pytest.fixture(autouse=True)
 def _close_clients() -> None:
-    """Replaces the parent conftest's async client cleanup: these tests are sync and open none."""
+    """Replaces the kit's async client cleanup: these tests are sync and open none."""
 
 
 @pytest.fixture

@@ -3,8 +3,9 @@
 Loaded by the `pytest11` entry point of pm-testkit in every pytest run of the
 workspace. Servers and Redis live per module where tests can share them
 (tests keep apart by tenant or key prefix), per test where a test stops or
-breaks them. After each test, every server the kit started and that still
-runs must not have logged a traceback meanwhile.
+breaks them. After each test, the WebSocket clients it opened through the
+kit's servers are closed, and no server the kit started may have logged a
+traceback meanwhile.
 """
 
 from __future__ import annotations
@@ -69,12 +70,6 @@ def _marked(request: pytest.FixtureRequest) -> tuple[dict[str, str], dict[str, A
         return {}, {}
     settings = dict(marker.args[0]) if marker.args else {}
     return settings, dict(marker.kwargs)
-
-
-@pytest.fixture(scope="session")
-def open_clients(request: pytest.FixtureRequest) -> OpenClients:
-    """The WebSocket clients tests opened through the kit's servers, for closing after each."""
-    return request.config.stash[_OPEN_CLIENTS]
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +153,13 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
     timeout = aiohttp.ClientTimeout(total=WAIT_SECS)
     async with aiohttp.ClientSession(timeout=timeout) as session:
         yield session
+
+
+@pytest_asyncio.fixture(autouse=True)
+async def _close_clients(request: pytest.FixtureRequest) -> AsyncIterator[None]:
+    """Close every WebSocket client the test opened through a server, whatever happened in it."""
+    yield
+    await request.config.stash[_OPEN_CLIENTS].close_all()
 
 
 @pytest.fixture(autouse=True)
