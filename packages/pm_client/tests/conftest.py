@@ -218,6 +218,7 @@ class Publisher:
     def __init__(self) -> None:
         self.server: ServerProcess | None = None
         self.published: list[Published] = []
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     def start(self, server: ServerProcess) -> Publisher:
@@ -227,7 +228,7 @@ class Publisher:
 
     async def _run(self) -> None:
         n = 0
-        while True:
+        while not self._stopping.is_set():
             n += 1
             assert self.server is not None
             try:
@@ -246,9 +247,10 @@ class Publisher:
         ]
 
     async def stop(self) -> None:
+        """Stop after the publish under way: an event the server stored is in `published`."""
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.wait({self._task})
+            await self._task
 
 
 @pytest.fixture
