@@ -8,16 +8,12 @@ import re
 
 import pm_proto as pb
 import pytest
+from pm_testkit import ServerProcess
 from websockets.exceptions import ConnectionClosed
-
-from tests.conftest import ServerLauncher, ServerProcess
 
 MAX_MESSAGE_BYTES = 65_536
 
-
-@pytest.fixture(scope="module")
-def gateway(module_servers: ServerLauncher) -> ServerProcess:
-    return module_servers.start({"RATE_LIMIT_MAX_REQUESTS": "10"})
+pytestmark = pytest.mark.pm_server({"RATE_LIMIT_MAX_REQUESTS": "10"})
 
 
 def a_full_size_ping(index: int) -> bytes:
@@ -34,9 +30,9 @@ def a_full_size_ping(index: int) -> bytes:
 
 
 async def test_a_client_flooding_full_size_frames_past_the_rate_limit_is_closed_1008(
-    gateway: ServerProcess, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
-    client = await gateway.connect(tenant)
+    client = await server.connect(tenant)
 
     async def flood() -> int:
         sent = 0
@@ -65,7 +61,7 @@ async def test_a_client_flooding_full_size_frames_past_the_rate_limit_is_closed_
     assert kinds[-1] == "closing"
     assert answers[-1].closing.code == "POLICY_VIOLATION"
     assert sent > 30  # the client kept sending after it was refused
-    metrics = (await gateway.get("/metrics")).text
+    metrics = (await server.get("/metrics")).text
     assert re.search(r'pm_ws_connections_closed_total\{code="1008"\} [1-9]', metrics)
     # Frames that arrived after the close were read and dropped, never handled.
     assert re.search(r"^pm_ws_rate_limited_frames_total 20\.0$", metrics, re.MULTILINE)

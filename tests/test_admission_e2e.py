@@ -2,35 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
+from pm_testkit import ServerProcess
 
 PER_TENANT = 2
 GLOBAL = 3
 
-
-@pytest.fixture(scope="module")
-def gated(module_servers: Any) -> Any:
-    return module_servers.start(
-        {
-            "ALLOWED_TENANTS": "acme,globex,initech",
-            "MAX_CONNECTIONS_PER_TENANT": str(PER_TENANT),
-            "MAX_CONNECTIONS": str(GLOBAL),
-        },
-        api_keys=False,
-    )
+pytestmark = pytest.mark.pm_server(
+    {
+        "ALLOWED_TENANTS": "acme,globex,initech",
+        "MAX_CONNECTIONS_PER_TENANT": str(PER_TENANT),
+        "MAX_CONNECTIONS": str(GLOBAL),
+    },
+    api_keys=False,
+)
 
 
 @pytest.fixture
-async def server(gated: Any) -> Any:
-    """The shared server, once the previous test's connections are gone from it."""
-    assert gated.returncode is None, gated.stderr.text[-4000:]
-    await gated.wait_connections(0)
-    return gated
+async def server(server: ServerProcess) -> ServerProcess:
+    """The module's server, once the previous test's connections are gone from it."""
+    await server.wait_connections(0)
+    return server
 
 
-async def test_a_tenant_outside_allowed_tenants_is_refused_403(server: Any) -> None:
+async def test_a_tenant_outside_allowed_tenants_is_refused_403(server: ServerProcess) -> None:
     answer = await server.refused(server.token("umbrella"))
 
     assert answer.status == 403
@@ -39,13 +34,13 @@ async def test_a_tenant_outside_allowed_tenants_is_refused_403(server: Any) -> N
     assert body["message"]
 
 
-async def test_an_allowed_tenant_is_welcomed(server: Any) -> None:
+async def test_an_allowed_tenant_is_welcomed(server: ServerProcess) -> None:
     client = await server.connect("initech")
 
     assert client.welcome.tenant_id == "initech"
 
 
-async def test_an_upgrade_beyond_the_tenants_limit_is_refused_429(server: Any) -> None:
+async def test_an_upgrade_beyond_the_tenants_limit_is_refused_429(server: ServerProcess) -> None:
     for user in range(PER_TENANT):
         await server.connect("acme", f"user-{user}")
 
@@ -58,7 +53,7 @@ async def test_an_upgrade_beyond_the_tenants_limit_is_refused_429(server: Any) -
     await server.connect("globex")  # another tenant still gets in
 
 
-async def test_an_upgrade_beyond_the_global_limit_is_refused_503(server: Any) -> None:
+async def test_an_upgrade_beyond_the_global_limit_is_refused_503(server: ServerProcess) -> None:
     await server.connect("acme")
     await server.connect("globex")
     await server.connect("initech")
@@ -71,7 +66,7 @@ async def test_an_upgrade_beyond_the_global_limit_is_refused_503(server: Any) ->
     assert body["message"]
 
 
-async def test_a_slot_is_released_when_its_client_leaves(server: Any) -> None:
+async def test_a_slot_is_released_when_its_client_leaves(server: ServerProcess) -> None:
     leaving = await server.connect("acme", "leaving")
     await server.connect("acme", "staying")
     assert (await server.refused(server.token("acme", "waiting"))).status == 429
@@ -83,7 +78,7 @@ async def test_a_slot_is_released_when_its_client_leaves(server: Any) -> None:
     assert admitted.welcome.user_id == "waiting"
 
 
-async def test_refusals_are_counted_by_reason_in_metrics(server: Any) -> None:
+async def test_refusals_are_counted_by_reason_in_metrics(server: ServerProcess) -> None:
     await server.refused(server.token("umbrella"))
 
     metrics = (await server.get("/metrics")).text
@@ -100,7 +95,7 @@ async def test_refusals_are_counted_by_reason_in_metrics(server: Any) -> None:
     ],
 )
 async def test_api_endpoints_are_404_without_their_key_configured(
-    server: Any, method: str, path: str
+    server: ServerProcess, method: str, path: str
 ) -> None:
     answer = await server.http(method, path, bearer="any-key-of-enough-length", data=b"{}")
 
@@ -108,7 +103,7 @@ async def test_api_endpoints_are_404_without_their_key_configured(
     assert answer.json()["code"]
 
 
-async def test_cors_is_off_unless_configured(server: Any) -> None:
+async def test_cors_is_off_unless_configured(server: ServerProcess) -> None:
     answer = await server.http(
         "OPTIONS",
         "/api/v1/publish",

@@ -2,49 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
-import time
-from collections.abc import Iterator
+import re
 from typing import Any
 
 import pm_proto as pb
 import pytest
-
-from tests.conftest import TIMEOUT, HttpAnswer
+from pm_testkit import HttpAnswer, ServerProcess
 
 DEEP = 1000
 """How deep the nesting was that answered 500 with a RecursionError traceback."""
 
 
-@pytest.fixture(scope="module")
-def gateway(module_servers: Any) -> Any:
-    return module_servers.start()
+async def logged_request(
+    server: ServerProcess, method: str, path: str, **kwargs: Any
+) -> HttpAnswer:
+    """Send a request and wait for its access-log line, so that whatever it logged is read.
 
-
-@pytest.fixture
-def server(gateway: Any) -> Iterator[Any]:
-    """The shared server, checked to be still running and to log no traceback during the test."""
-    assert gateway.returncode is None, gateway.stderr.text[-4000:]
-    start = len(gateway.stderr.lines)
-    yield gateway
-    logged = "\n".join(gateway.stderr.lines[start:])
-    assert "Traceback" not in logged, logged[-4000:]
-
-
-async def logged_request(server: Any, method: str, path: str, **kwargs: Any) -> HttpAnswer:
-    """Send a request and wait for its access-log line, so that whatever it logged is read."""
-
-    def access_lines() -> int:
-        return sum(f"{method} {path} " in line for line in server.stderr.lines)
-
-    before = access_lines()
-    answer: HttpAnswer = await server.http(method, path, **kwargs)
-    deadline = time.monotonic() + TIMEOUT
-    while access_lines() <= before:
-        assert time.monotonic() < deadline, f"no access-log line for {method} {path}"
-        await asyncio.sleep(0.02)
+    The kit fails the test when the server logged a traceback meanwhile.
+    """
+    mark = len(server.stderr.lines)
+    answer = await server.http(method, path, **kwargs)
+    await server.stderr.wait(f"{method} {re.escape(path)} ", after=mark)
     return answer
 
 
@@ -77,7 +57,7 @@ def json_publish(tenant: str, **fields: Any) -> str:
     ids=["arrays 1000 deep", "1000 deep inside an object", "objects 100 deep"],
 )
 async def test_disconnect_with_deeply_nested_json_is_400_invalid_message_without_a_traceback(
-    server: Any, body: bytes
+    server: ServerProcess, body: bytes
 ) -> None:
     answer = await logged_request(
         server,
@@ -92,7 +72,7 @@ async def test_disconnect_with_deeply_nested_json_is_400_invalid_message_without
 
 
 async def test_publish_with_deeply_nested_json_is_400_invalid_message_without_a_traceback(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     body = json_publish(tenant).replace('"p1"', "[" * DEEP + "]" * DEEP)
 
@@ -109,7 +89,7 @@ async def test_publish_with_deeply_nested_json_is_400_invalid_message_without_a_
 
 
 async def test_publish_of_a_lone_surrogate_where_an_object_belongs_is_400_not_500(
-    server: Any,
+    server: ServerProcess,
 ) -> None:
     # Found by tools/fuzz (publish_api): protobuf's JSON parser raised SystemError.
     answer = await logged_request(
@@ -125,22 +105,15 @@ async def test_publish_of_a_lone_surrogate_where_an_object_belongs_is_400_not_50
 
 
 async def test_a_disconnect_body_with_a_null_id_still_closes_the_matches(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant, "alice")
     body = json.dumps({"tenant_id": tenant, "user_id": "alice", "connection_id": None})
 
-    answer = await server.http(
-        "POST",
-        "/api/v1/disconnect",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        bearer=server.admin_key,
-    )
+    answer = await server.post_json("/api/v1/disconnect", body, bearer=server.admin_key)
 
     assert answer.json() == {"closed": 1}
-    code, _ = await client.until_closed()
-    assert code == 4010
+    await client.expect_close(4010, "closing")
 
 
 # Bytes fields are strictly base64
@@ -160,7 +133,7 @@ async def test_a_disconnect_body_with_a_null_id_still_closes_the_matches(
     ],
 )
 async def test_publish_with_a_payload_that_is_not_base64_is_400_naming_payload(
-    server: Any, tenant: str, payload: object
+    server: ServerProcess, tenant: str, payload: object
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -186,7 +159,7 @@ PAYLOAD = bytes([0xFB, 0xEF, 0xBE, 0xFF, 0x10])
     ids=["standard padded", "standard unpadded", "url-safe padded", "url-safe unpadded"],
 )
 async def test_publish_takes_a_payload_in_either_base64_alphabet_padded_or_not(
-    server: Any, tenant: str, encoded: str
+    server: ServerProcess, tenant: str, encoded: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -203,7 +176,7 @@ async def test_publish_takes_a_payload_in_either_base64_alphabet_padded_or_not(
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
 async def test_publish_takes_the_api_key_with_the_bearer_scheme_in_any_case(
-    server: Any, tenant: str, scheme: str
+    server: ServerProcess, tenant: str, scheme: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -226,7 +199,7 @@ async def test_publish_takes_the_api_key_with_the_bearer_scheme_in_any_case(
     assert event.event_id == pb.PublishResponse.FromString(answer.body).event_id
 
 
-async def test_admin_api_takes_a_lower_case_bearer_scheme(server: Any) -> None:
+async def test_admin_api_takes_a_lower_case_bearer_scheme(server: ServerProcess) -> None:
     answer = await server.get(
         "/api/v1/connections", headers={"Authorization": f"bearer {server.admin_key}"}
     )
@@ -241,7 +214,7 @@ async def test_admin_api_takes_a_lower_case_bearer_scheme(server: Any) -> None:
     ids=["wrong key", "no key", "another scheme", "no scheme", "key with a suffix"],
 )
 async def test_publish_with_a_wrong_key_in_any_case_is_401_with_a_challenge(
-    server: Any, tenant: str, authorization: str
+    server: ServerProcess, tenant: str, authorization: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])

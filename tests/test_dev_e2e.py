@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pm_testkit import free_port
 
 
 @dataclass(frozen=True)
@@ -50,9 +50,7 @@ def read_banner(server: Any) -> Banner:
 
 @pytest.fixture(scope="module")
 def dev_server(module_servers: Any) -> Any:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     # "Any address" in BIND_ADDR: --dev keeps the port but binds 127.0.0.1 regardless.
     return module_servers.start(
         {"BIND_ADDR": f"0.0.0.0:{port}"}, args=["--dev"], auth=False, api_keys=False, port=port

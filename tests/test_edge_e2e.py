@@ -10,35 +10,25 @@ import asyncio
 import base64
 import json
 import os
-import re
 import resource
 import socket
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from typing import Any
 
 import pm_proto as pb
 import pytest
+from pm_testkit import WAIT_SECS, ServerLauncher, ServerProcess, wait_until
 
-TIMEOUT = 10.0
+TIMEOUT = WAIT_SECS
 HEADER_TIMEOUT = 1.0
 LOOPBACK = "127.0.0.1"
 OTHER_LOOPBACK = "127.0.0.2"  # Linux routes all of 127/8 to lo: a second client address
 LINUX = sys.platform.startswith("linux")
 
 
-@pytest.fixture(scope="module")
-def edge(module_servers: Any) -> Any:
-    return module_servers.start({"HTTP_HEADER_TIMEOUT_SECS": str(HEADER_TIMEOUT)})
-
-
-@pytest.fixture
-def server(edge: Any) -> Any:
-    """The shared server, checked to be still running."""
-    assert edge.returncode is None, edge.stderr.text[-4000:]
-    return edge
+pytestmark = pytest.mark.pm_server({"HTTP_HEADER_TIMEOUT_SECS": str(HEADER_TIMEOUT)})
 
 
 class Raw:
@@ -101,7 +91,7 @@ class Raw:
 
 
 @asynccontextmanager
-async def raw(server: Any, *, source: str | None = None) -> AsyncIterator[Raw]:
+async def raw(server: ServerProcess, *, source: str | None = None) -> AsyncIterator[Raw]:
     local = (source, 0) if source is not None else None
     reader, writer = await asyncio.wait_for(
         asyncio.open_connection(LOOPBACK, server.port, local_addr=local), TIMEOUT
@@ -113,7 +103,7 @@ async def raw(server: Any, *, source: str | None = None) -> AsyncIterator[Raw]:
         connection.abort()
 
 
-def upgrade_request(server: Any, token: str) -> bytes:
+def upgrade_request(server: ServerProcess, token: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
     return (
         f"GET /ws HTTP/1.1\r\nHost: {LOOPBACK}:{server.port}\r\nUpgrade: websocket\r\n"
@@ -166,7 +156,7 @@ SLOW_HEAD = b"GET /ws HTTP/1.1\r\nHost: pm\r\nX-Padding: " + b"a" * 500
 
 
 async def test_a_request_head_dribbled_byte_by_byte_is_cut_after_the_header_timeout(
-    server: Any,
+    server: ServerProcess,
 ) -> None:
     async with raw(server) as connection:
         elapsed = await dribble_until_cut(connection, SLOW_HEAD)
@@ -175,13 +165,15 @@ async def test_a_request_head_dribbled_byte_by_byte_is_cut_after_the_header_time
 
 
 async def test_a_connection_that_sends_nothing_is_cut_after_the_header_timeout(
-    server: Any,
+    server: ServerProcess,
 ) -> None:
     async with raw(server) as connection:
         assert await connection.closed_by_server()
 
 
-async def test_a_second_request_dribbled_on_a_kept_alive_connection_is_cut(server: Any) -> None:
+async def test_a_second_request_dribbled_on_a_kept_alive_connection_is_cut(
+    server: ServerProcess,
+) -> None:
     async with raw(server) as connection:
         await connection.send(LIVE)
         status, _, body = await connection.response()
@@ -192,7 +184,9 @@ async def test_a_second_request_dribbled_on_a_kept_alive_connection_is_cut(serve
     assert HEADER_TIMEOUT * 0.9 <= elapsed < TIMEOUT
 
 
-async def test_an_idle_kept_alive_connection_outlives_the_header_timeout(server: Any) -> None:
+async def test_an_idle_kept_alive_connection_outlives_the_header_timeout(
+    server: ServerProcess,
+) -> None:
     async with raw(server) as kept:
         await kept.send(LIVE)
         assert (await kept.response())[0] == 200
@@ -206,7 +200,7 @@ async def test_an_idle_kept_alive_connection_outlives_the_header_timeout(server:
     assert (status, body) == (200, b"OK")
 
 
-async def test_a_websocket_outlives_the_header_timeout(server: Any, tenant: str) -> None:
+async def test_a_websocket_outlives_the_header_timeout(server: ServerProcess, tenant: str) -> None:
     client = await server.connect(tenant)
     async with raw(server) as slow:
         await slow.send(b"GET /live HTTP/1.1\r\n")
@@ -220,7 +214,9 @@ async def test_a_websocket_outlives_the_header_timeout(server: Any, tenant: str)
 # Malformed and oversized request heads
 
 
-async def test_a_malformed_request_gets_a_json_400_that_echoes_nothing(server: Any) -> None:
+async def test_a_malformed_request_gets_a_json_400_that_echoes_nothing(
+    server: ServerProcess,
+) -> None:
     async with raw(server) as connection:
         await connection.send(b"GET /live HTTP/1.1\r\nBad Name secret-marker-123: x\r\n\r\n")
         status, headers, body = await connection.response()
@@ -235,7 +231,9 @@ async def test_a_malformed_request_gets_a_json_400_that_echoes_nothing(server: A
     assert b"secret-marker" not in body
 
 
-async def test_an_oversized_header_gets_a_json_431_that_echoes_nothing(server: Any) -> None:
+async def test_an_oversized_header_gets_a_json_431_that_echoes_nothing(
+    server: ServerProcess,
+) -> None:
     async with raw(server) as connection:
         await connection.send(b"GET /live HTTP/1.1\r\nX-Big: " + b"m" * 20_000 + b"\r\n\r\n")
         status, headers, body = await connection.response()
@@ -246,7 +244,9 @@ async def test_an_oversized_header_gets_a_json_431_that_echoes_nothing(server: A
     assert b"mmm" not in body
 
 
-async def test_a_flood_of_malformed_requests_logs_one_line_and_no_traceback(server: Any) -> None:
+async def test_a_flood_of_malformed_requests_logs_one_line_and_no_traceback(
+    server: ServerProcess,
+) -> None:
     before = len(server.stderr.lines)
     for number in range(30):
         async with raw(server) as connection:
@@ -254,7 +254,7 @@ async def test_a_flood_of_malformed_requests_logs_one_line_and_no_traceback(serv
             assert (await connection.response())[0] == 400
 
     await server.get("/live")  # its access line follows every line the flood caused
-    await wait_line_after(server, before, r"GET /live 200")
+    await server.stderr.wait(r"GET /live 200", after=before)
     written = server.stderr.lines[before:]
     assert not [line for line in written if "Traceback" in line or " ERROR " in line]
     assert len([line for line in written if "HTTP request from" in line]) <= 1
@@ -265,7 +265,7 @@ async def test_a_flood_of_malformed_requests_logs_one_line_and_no_traceback(serv
 
 @pytest.mark.parametrize("subprotocol", [False, True], ids=["authorization", "subprotocol"])
 async def test_a_token_over_8_kib_gets_the_json_401_invalid_token(
-    server: Any, tenant: str, subprotocol: bool
+    server: ServerProcess, tenant: str, subprotocol: bool
 ) -> None:
     token = server.token(tenant, padding="p" * 9000)
     assert 9000 < len(token) < 16_000
@@ -281,7 +281,7 @@ async def test_a_token_over_8_kib_gets_the_json_401_invalid_token(
 
 
 async def test_an_unmasked_client_frame_fails_the_connection_with_1002(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     async with raw(server) as connection:
         await connection.send(upgrade_request(server, server.token(tenant)))
@@ -300,7 +300,7 @@ async def test_an_unmasked_client_frame_fails_the_connection_with_1002(
 
 
 async def test_an_unmasked_frame_pipelined_with_the_upgrade_is_never_answered(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     async with raw(server) as connection:
         await connection.send(
@@ -318,7 +318,7 @@ async def test_an_unmasked_frame_pipelined_with_the_upgrade_is_never_answered(
     assert "pong" not in answered
 
 
-async def test_masked_frames_are_served_as_before(server: Any, tenant: str) -> None:
+async def test_masked_frames_are_served_as_before(server: ServerProcess, tenant: str) -> None:
     async with raw(server) as connection:
         await connection.send(upgrade_request(server, server.token(tenant)))
         assert (await connection.response())[0] == 101
@@ -342,7 +342,7 @@ async def test_masked_frames_are_served_as_before(server: Any, tenant: str) -> N
 # Per-address limits
 
 
-async def test_connections_owing_a_request_are_capped_per_address(servers: Any) -> None:
+async def test_connections_owing_a_request_are_capped_per_address(servers: ServerLauncher) -> None:
     server = servers.start({"MAX_PENDING_UPGRADES_PER_IP": "3", "HTTP_HEADER_TIMEOUT_SECS": "60"})
     async with raw(server) as first, raw(server) as _second, raw(server) as _third:
         async with raw(server) as fourth:
@@ -363,7 +363,7 @@ async def test_connections_owing_a_request_are_capped_per_address(servers: Any) 
 
 
 async def test_failed_upgrades_exhaust_an_address_until_its_bucket_refills(
-    servers: Any, tenant: str
+    servers: ServerLauncher, tenant: str
 ) -> None:
     server = servers.start({"MAX_AUTH_FAILURES_PER_IP": "3", "AUTH_FAILURE_WINDOW_SECS": "3600"})
     wrong = server.token(tenant)[:-4] + "AAAA"
@@ -382,7 +382,9 @@ async def test_failed_upgrades_exhaust_an_address_until_its_bucket_refills(
         assert (await elsewhere.response())[0] == 101
 
 
-async def test_failed_api_keys_count_against_the_address_too(servers: Any, tenant: str) -> None:
+async def test_failed_api_keys_count_against_the_address_too(
+    servers: ServerLauncher, tenant: str
+) -> None:
     server = servers.start({"MAX_AUTH_FAILURES_PER_IP": "2"})
     for _ in range(2):
         assert (await server.post_publish(b"", key="not-the-key-at-all")).status == 401
@@ -418,33 +420,19 @@ async def wait_all_closed_by_server(sockets: list[socket.socket], within: float)
     await asyncio.wait_for(asyncio.gather(*(closed(sock) for sock in sockets)), within)
 
 
-async def wait_live(server: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while True:
+async def wait_live(server: ServerProcess, within: float) -> None:
+    async def live() -> bool:
         try:
-            if (await asyncio.wait_for(server.get("/live"), 1.0)).status == 200:
-                return
+            return (await server.get("/live", within=1.0)).status == 200
         except (TimeoutError, OSError):
-            pass
-        assert time.monotonic() < deadline, server.stderr.text[-3000:]
+            return False
 
-
-def stderr_since(server: Any, mark: int) -> list[str]:
-    return list(server.stderr.lines[mark:])
-
-
-async def wait_line_after(server: Any, mark: int, pattern: str) -> None:
-    """Poll (bounded) for a stderr line matching `pattern` among those after the first `mark`."""
-    compiled = re.compile(pattern)
-    deadline = time.monotonic() + TIMEOUT
-    while not any(compiled.search(line) for line in stderr_since(server, mark)):
-        assert time.monotonic() < deadline, f"no line matching {pattern!r}"
-        await asyncio.sleep(0.02)
+    await wait_until(live, within=within, what=lambda: server.stderr.text[-3000:])
 
 
 @pytest.mark.skipif(not LINUX, reason="prlimit and /proc are Linux")
 async def test_at_the_descriptor_limit_the_header_timeout_frees_idle_sockets_quietly(
-    servers: Any,
+    servers: ServerLauncher,
 ) -> None:
     server = servers.start({"HTTP_HEADER_TIMEOUT_SECS": "2"})
     resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
@@ -459,7 +447,7 @@ async def test_at_the_descriptor_limit_the_header_timeout_frees_idle_sockets_qui
         for sock in sockets:
             sock.close()
 
-    written = stderr_since(server, mark)
+    written = server.stderr.lines[mark:]
     assert not [line for line in written if "Traceback" in line or " ERROR " in line]
     assert len([line for line in written if "out of system resource" in line]) <= 3
     assert len(written) < 40, "\n".join(written[:60])
@@ -467,7 +455,7 @@ async def test_at_the_descriptor_limit_the_header_timeout_frees_idle_sockets_qui
 
 @pytest.mark.skipif(not LINUX, reason="prlimit and /proc are Linux")
 async def test_at_the_descriptor_limit_the_server_recovers_when_clients_leave(
-    servers: Any,
+    servers: ServerLauncher,
 ) -> None:
     server = servers.start({"HTTP_HEADER_TIMEOUT_SECS": "3600"})
     resource.prlimit(server.proc.pid, resource.RLIMIT_NOFILE, (FD_LIMIT, FD_LIMIT))
@@ -481,14 +469,14 @@ async def test_at_the_descriptor_limit_the_server_recovers_when_clients_leave(
 
     await wait_live(server, within=TIMEOUT)
 
-    written = stderr_since(server, mark)
+    written = server.stderr.lines[mark:]
     assert not [line for line in written if "Traceback" in line or " ERROR " in line]
     assert len([line for line in written if "out of system resource" in line]) <= 3
     assert len(written) < 40, "\n".join(written[:60])
 
 
 def test_start_up_raises_the_open_files_limit_and_warns_when_max_connections_cannot_fit(
-    servers: Any,
+    servers: ServerLauncher,
 ) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     lowered = max(512, len(os.listdir("/dev/fd")) + 64)

@@ -13,8 +13,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import ServerLauncher, ServerProcess
+from pm_testkit import ServerLauncher, ServerProcess
 
 WAVES = 8
 PER_WAVE = 400

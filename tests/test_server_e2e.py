@@ -13,29 +13,20 @@ import jwt
 import pm_proto as pb
 import pytest
 from google.protobuf import json_format
+from pm_testkit import ServerProcess
 from prometheus_client.parser import text_string_to_metric_families
 
 BOARD_ORIGIN = "https://board.example.com"
 ADMIN_ORIGIN = "https://admin.example.com"
 MAX_MESSAGE_BYTES = 262_144
 
-
-@pytest.fixture(scope="module")
-def gateway(module_servers: Any) -> Any:
-    return module_servers.start(
-        {
-            "WS_ALLOWED_ORIGINS": BOARD_ORIGIN,
-            "CORS_ALLOWED_ORIGINS": ADMIN_ORIGIN,
-            "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-        }
-    )
-
-
-@pytest.fixture
-def server(gateway: Any) -> Any:
-    """The shared server, checked to be still running."""
-    assert gateway.returncode is None, gateway.stderr.text[-4000:]
-    return gateway
+pytestmark = pytest.mark.pm_server(
+    {
+        "WS_ALLOWED_ORIGINS": BOARD_ORIGIN,
+        "CORS_ALLOWED_ORIGINS": ADMIN_ORIGIN,
+        "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+    }
+)
 
 
 def publish_request(tenant: str, project: str = "p1", **fields: Any) -> pb.PublishRequest:
@@ -57,20 +48,20 @@ def metric_samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 # Probes
 
 
-async def test_live_answers_200_ok(server: Any) -> None:
+async def test_live_answers_200_ok(server: ServerProcess) -> None:
     answer = await server.get("/live")
 
     assert (answer.status, answer.text) == (200, "OK")
 
 
-async def test_ready_answers_200_ready_while_serving(server: Any) -> None:
+async def test_ready_answers_200_ready_while_serving(server: ServerProcess) -> None:
     answer = await server.get("/ready")
 
     assert (answer.status, answer.text) == (200, "Ready")
 
 
 async def test_health_reports_version_uptime_connections_and_a_check_per_subsystem(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     await server.connect(tenant)
 
@@ -90,7 +81,9 @@ async def test_health_reports_version_uptime_connections_and_a_check_per_subsyst
     assert health["checks"]["shutdown"]["status"] == "running"
 
 
-async def test_metrics_are_prometheus_text_with_the_engine_series(server: Any, tenant: str) -> None:
+async def test_metrics_are_prometheus_text_with_the_engine_series(
+    server: ServerProcess, tenant: str
+) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
     await server.publish(tenant, "p1")
@@ -133,7 +126,7 @@ async def test_metrics_are_prometheus_text_with_the_engine_series(server: Any, t
 
 
 async def test_upgrade_without_a_token_is_refused_401_with_a_bearer_challenge(
-    server: Any,
+    server: ServerProcess,
 ) -> None:
     answer = await server.refused()
 
@@ -145,7 +138,9 @@ async def test_upgrade_without_a_token_is_refused_401_with_a_bearer_challenge(
     assert body["message"]
 
 
-async def test_upgrade_with_another_authorization_scheme_is_refused_401(server: Any) -> None:
+async def test_upgrade_with_another_authorization_scheme_is_refused_401(
+    server: ServerProcess,
+) -> None:
     answer = await server.refused(additional_headers={"Authorization": "Basic dXNlcjpwYXNz"})
 
     assert answer.status == 401
@@ -162,7 +157,7 @@ async def test_upgrade_with_another_authorization_scheme_is_refused_401(server: 
     ],
 )  # fmt: skip
 async def test_upgrade_with_a_bad_token_is_refused_401(
-    server: Any, tenant: str, forge: Any
+    server: ServerProcess, tenant: str, forge: Any
 ) -> None:
     answer = await server.refused(forge(server.token(tenant)))
 
@@ -174,7 +169,7 @@ async def test_upgrade_with_a_bad_token_is_refused_401(
 
 
 async def test_upgrade_with_a_token_signed_by_another_secret_is_refused_401(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     forged = jwt.encode(
         {"sub": "u1", "tenant_id": tenant, "iat": 0, "exp": 2**31},
@@ -189,7 +184,7 @@ async def test_upgrade_with_a_token_signed_by_another_secret_is_refused_401(
 
 
 async def test_upgrade_with_an_expired_token_is_refused_401_token_expired(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     answer = await server.refused(server.token(tenant, expires_in=-120))  # past the 30 s leeway
 
@@ -198,7 +193,9 @@ async def test_upgrade_with_an_expired_token_is_refused_401_token_expired(
     assert answer.json()["code"] == "TOKEN_EXPIRED"
 
 
-async def test_token_in_the_query_string_is_not_accepted(server: Any, tenant: str) -> None:
+async def test_token_in_the_query_string_is_not_accepted(
+    server: ServerProcess, tenant: str
+) -> None:
     answer = await server.refused(url=f"{server.ws_url}?token={server.token(tenant)}")
 
     assert answer.status == 401
@@ -206,7 +203,7 @@ async def test_token_in_the_query_string_is_not_accepted(server: Any, tenant: st
 
 
 async def test_upgrade_from_an_origin_outside_ws_allowed_origins_is_refused_403(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     answer = await server.refused(server.token(tenant), origin="https://evil.example.com")
 
@@ -216,13 +213,17 @@ async def test_upgrade_from_an_origin_outside_ws_allowed_origins_is_refused_403(
     assert body["message"]
 
 
-async def test_upgrade_from_an_allowed_origin_is_welcomed(server: Any, tenant: str) -> None:
+async def test_upgrade_from_an_allowed_origin_is_welcomed(
+    server: ServerProcess, tenant: str
+) -> None:
     client = await server.connect(tenant, origin=BOARD_ORIGIN)
 
     assert client.welcome.tenant_id == tenant
 
 
-async def test_bearer_subprotocol_without_pm_v1_is_refused_401(server: Any, tenant: str) -> None:
+async def test_bearer_subprotocol_without_pm_v1_is_refused_401(
+    server: ServerProcess, tenant: str
+) -> None:
     answer = await server.refused(subprotocols=[f"pm.bearer.{server.token(tenant)}"])
 
     assert answer.status == 401
@@ -233,7 +234,7 @@ async def test_bearer_subprotocol_without_pm_v1_is_refused_401(server: Any, tena
 
 
 async def test_authenticated_upgrade_is_welcomed_first_with_the_connection_facts(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     token = server.token(tenant, "alice", expires_in=600)
     client = await server.open_ws(token)
@@ -257,7 +258,7 @@ async def test_authenticated_upgrade_is_welcomed_first_with_the_connection_facts
 
 
 async def test_browser_authenticates_with_the_bearer_subprotocol_and_gets_pm_v1(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.open_ws(server.token(tenant, "browser-user"), subprotocol=True)
 
@@ -267,7 +268,9 @@ async def test_browser_authenticates_with_the_bearer_subprotocol_and_gets_pm_v1(
     assert welcome.user_id == "browser-user"
 
 
-async def test_welcome_position_is_the_tenants_last_event(server: Any, tenant: str) -> None:
+async def test_welcome_position_is_the_tenants_last_event(
+    server: ServerProcess, tenant: str
+) -> None:
     await server.publish(tenant, "p1")
     published = await server.publish(tenant, "p2")
 
@@ -280,7 +283,7 @@ async def test_welcome_position_is_the_tenants_last_event(server: Any, tenant: s
 
 
 async def test_an_event_reaches_subscribers_of_its_project_sprint_or_work_item_once(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     by_project = await server.connect(tenant, "by-project")
     by_sprint = await server.connect(tenant, "by-sprint")
@@ -308,7 +311,9 @@ async def test_an_event_reaches_subscribers_of_its_project_sprint_or_work_item_o
         await client.expect_nothing_pending()
 
 
-async def test_a_delivered_event_carries_what_was_published(server: Any, tenant: str) -> None:
+async def test_a_delivered_event_carries_what_was_published(
+    server: ServerProcess, tenant: str
+) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
     request = publish_request(
@@ -335,7 +340,7 @@ async def test_a_delivered_event_carries_what_was_published(server: Any, tenant:
     assert event.position == pb.PublishResponse.FromString(answer.body).position
 
 
-async def test_events_never_reach_another_tenant(server: Any) -> None:
+async def test_events_never_reach_another_tenant(server: ServerProcess) -> None:
     acme, globex = f"acme-{uuid.uuid4().hex[:8]}", f"globex-{uuid.uuid4().hex[:8]}"
     acme_client = await server.connect(acme)
     globex_client = await server.connect(globex)
@@ -351,7 +356,7 @@ async def test_events_never_reach_another_tenant(server: Any) -> None:
     await globex_client.expect_nothing_pending()
 
 
-async def test_events_arrive_in_seq_order(server: Any, tenant: str) -> None:
+async def test_events_arrive_in_seq_order(server: ServerProcess, tenant: str) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
 
@@ -362,7 +367,7 @@ async def test_events_arrive_in_seq_order(server: Any, tenant: str) -> None:
 
 
 async def test_a_client_that_reconnects_and_resumes_gets_what_it_missed(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     first = await server.connect(tenant)
     await first.subscribe(["p1"])
@@ -387,7 +392,9 @@ async def test_a_client_that_reconnects_and_resumes_gets_what_it_missed(
     assert (live.payload, live.position.seq) == (b"live", 5)
 
 
-async def test_resuming_from_an_unknown_epoch_is_not_recovered(server: Any, tenant: str) -> None:
+async def test_resuming_from_an_unknown_epoch_is_not_recovered(
+    server: ServerProcess, tenant: str
+) -> None:
     await server.publish(tenant, "p1")
     client = await server.connect(tenant)
 
@@ -405,7 +412,7 @@ async def test_resuming_from_an_unknown_epoch_is_not_recovered(server: Any, tena
 
 
 async def test_publish_as_protobuf_answers_protobuf_with_event_id_and_position(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
 
@@ -424,7 +431,7 @@ async def test_publish_as_protobuf_answers_protobuf_with_event_id_and_position(
 
 
 async def test_publish_as_protobuf_json_answers_json_with_event_id_and_position(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -459,7 +466,7 @@ async def test_publish_as_protobuf_json_answers_json_with_event_id_and_position(
     ],
 )
 async def test_publish_of_an_undecodable_body_is_400_with_a_json_error(
-    server: Any, body: bytes, content_type: str
+    server: ServerProcess, body: bytes, content_type: str
 ) -> None:
     answer = await server.post_publish(body, content_type)
 
@@ -483,7 +490,7 @@ async def test_publish_of_an_undecodable_body_is_400_with_a_json_error(
          "control character in sprint_id"],
 )  # fmt: skip
 async def test_publish_of_an_invalid_request_is_400_naming_the_field(
-    server: Any, tenant: str, field: str, change: dict[str, str]
+    server: ServerProcess, tenant: str, field: str, change: dict[str, str]
 ) -> None:
     request = publish_request(tenant, change.pop("project", "p1"))
     if "sprint_id" in change:
@@ -502,7 +509,7 @@ async def test_publish_of_an_invalid_request_is_400_naming_the_field(
 
 @pytest.mark.parametrize("key", ["wrong-key-of-enough-length", ""], ids=["wrong key", "no key"])
 async def test_publish_with_a_wrong_api_key_is_401_and_publishes_nothing(
-    server: Any, tenant: str, key: str
+    server: ServerProcess, tenant: str, key: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -520,7 +527,7 @@ async def test_publish_with_a_wrong_api_key_is_401_and_publishes_nothing(
     await client.expect_nothing_pending()
 
 
-async def test_publish_with_the_admin_key_is_401(server: Any, tenant: str) -> None:
+async def test_publish_with_the_admin_key_is_401(server: ServerProcess, tenant: str) -> None:
     answer = await server.post_publish(
         publish_request(tenant).SerializeToString(), key=server.admin_key
     )
@@ -528,7 +535,7 @@ async def test_publish_with_the_admin_key_is_401(server: Any, tenant: str) -> No
     assert answer.status == 401
 
 
-async def test_publish_over_max_message_bytes_is_413(server: Any, tenant: str) -> None:
+async def test_publish_over_max_message_bytes_is_413(server: ServerProcess, tenant: str) -> None:
     request = publish_request(tenant, payload=b"x" * MAX_MESSAGE_BYTES)
 
     answer = await server.post_publish(request.SerializeToString())
@@ -537,7 +544,9 @@ async def test_publish_over_max_message_bytes_is_413(server: Any, tenant: str) -
     assert answer.json()["code"]
 
 
-async def test_chunked_publish_over_max_message_bytes_is_413(server: Any, tenant: str) -> None:
+async def test_chunked_publish_over_max_message_bytes_is_413(
+    server: ServerProcess, tenant: str
+) -> None:
     body = publish_request(tenant, payload=b"x" * MAX_MESSAGE_BYTES).SerializeToString()
 
     async def chunks() -> AsyncIterator[bytes]:
@@ -549,7 +558,9 @@ async def test_chunked_publish_over_max_message_bytes_is_413(server: Any, tenant
     assert answer.status == 413
 
 
-async def test_publish_of_exactly_max_message_bytes_is_accepted(server: Any, tenant: str) -> None:
+async def test_publish_of_exactly_max_message_bytes_is_accepted(
+    server: ServerProcess, tenant: str
+) -> None:
     request = publish_request(tenant)
     request.payload = b"x" * (MAX_MESSAGE_BYTES - request.ByteSize() - 8)
     request.payload += b"x" * (MAX_MESSAGE_BYTES - request.ByteSize())
@@ -561,7 +572,7 @@ async def test_publish_of_exactly_max_message_bytes_is_accepted(server: Any, ten
 
 
 async def test_publish_body_arriving_in_several_tcp_segments_is_read_whole(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -582,7 +593,7 @@ async def test_publish_body_arriving_in_several_tcp_segments_is_read_whole(
 
 
 async def test_republishing_an_event_id_returns_the_same_position_and_delivers_once(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
     await client.subscribe(["p1"])
@@ -598,7 +609,7 @@ async def test_republishing_an_event_id_returns_the_same_position_and_delivers_o
     await client.expect_nothing_pending()
 
 
-async def test_cors_preflight_on_publish_echoes_an_allowed_origin(server: Any) -> None:
+async def test_cors_preflight_on_publish_echoes_an_allowed_origin(server: ServerProcess) -> None:
     answer = await server.http(
         "OPTIONS",
         "/api/v1/publish",
@@ -617,7 +628,9 @@ async def test_cors_preflight_on_publish_echoes_an_allowed_origin(server: Any) -
     assert "content-type" in allowed_headers
 
 
-async def test_cors_preflight_from_another_origin_gets_no_allow_origin(server: Any) -> None:
+async def test_cors_preflight_from_another_origin_gets_no_allow_origin(
+    server: ServerProcess,
+) -> None:
     answer = await server.http(
         "OPTIONS",
         "/api/v1/publish",
@@ -628,7 +641,7 @@ async def test_cors_preflight_from_another_origin_gets_no_allow_origin(server: A
 
 
 async def test_cors_publish_from_an_allowed_origin_exposes_the_answer(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     body = publish_request(tenant).SerializeToString()
 
@@ -644,7 +657,7 @@ async def test_cors_publish_from_an_allowed_origin_exposes_the_answer(
 
 
 async def test_connections_lists_who_is_connected_with_their_subscriptions(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     alice = await server.connect(tenant, "alice")
     bob = await server.connect(tenant, "bob")
@@ -678,7 +691,7 @@ async def test_connections_lists_who_is_connected_with_their_subscriptions(
     [("GET", "/api/v1/connections"), ("POST", "/api/v1/disconnect")],
 )
 async def test_admin_endpoints_refuse_a_wrong_key_with_401(
-    server: Any, method: str, path: str
+    server: ServerProcess, method: str, path: str
 ) -> None:
     for key in (None, "wrong-key-of-enough-length", server.publish_key):
         answer = await server.http(method, path, json_body={"tenant_id": "x"}, bearer=key)
@@ -687,41 +700,29 @@ async def test_admin_endpoints_refuse_a_wrong_key_with_401(
 
 
 async def test_disconnect_closes_matching_connections_with_4010_and_counts_them(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     alice_phone = await server.connect(tenant, "alice")
     alice_laptop = await server.connect(tenant, "alice")
     bob = await server.connect(tenant, "bob")
 
-    answer = await server.http(
-        "POST",
-        "/api/v1/disconnect",
-        json_body={"tenant_id": tenant, "user_id": "alice"},
-        bearer=server.admin_key,
-    )
+    answer = await server.disconnect(tenant, user_id="alice")
 
     assert answer.status == 200
     assert answer.json() == {"closed": 2}
     for client in (alice_phone, alice_laptop):
-        code, before = await client.until_closed()
-        assert code == 4010
-        assert [m.WhichOneof("payload") for m in before] == ["closing"]
-        assert before[0].closing.code == "DISCONNECTED_BY_OPERATOR"
+        [closing] = await client.expect_close(4010, "closing")
+        assert closing.closing.code == "DISCONNECTED_BY_OPERATOR"
     await bob.expect_nothing_pending()
 
 
 async def test_disconnect_by_connection_id_closes_only_that_connection(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     target = await server.connect(tenant, "alice")
     sibling = await server.connect(tenant, "alice")
 
-    answer = await server.http(
-        "POST",
-        "/api/v1/disconnect",
-        json_body={"tenant_id": tenant, "connection_id": target.welcome.connection_id},
-        bearer=server.admin_key,
-    )
+    answer = await server.disconnect(tenant, connection_id=target.welcome.connection_id)
 
     assert answer.json() == {"closed": 1}
     code, _ = await target.until_closed()
@@ -740,14 +741,8 @@ async def test_disconnect_by_connection_id_closes_only_that_connection(
     ],
     ids=["garbage", "not an object", "no tenant", "tenant not a string", "unknown key"],
 )
-async def test_disconnect_with_a_bad_body_is_400(server: Any, body: bytes) -> None:
-    answer = await server.http(
-        "POST",
-        "/api/v1/disconnect",
-        data=body,
-        headers={"Content-Type": "application/json"},
-        bearer=server.admin_key,
-    )
+async def test_disconnect_with_a_bad_body_is_400(server: ServerProcess, body: bytes) -> None:
+    answer = await server.post_json("/api/v1/disconnect", body, bearer=server.admin_key)
 
     assert answer.status == 400
     assert answer.json()["code"]

@@ -2,33 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import pm_proto as pb
 import pytest
+from pm_testkit import ServerProcess
 
 MAX_MESSAGE_BYTES = 1024
 RATE_LIMIT = 8
 
-
-@pytest.fixture(scope="module")
-def strict(module_servers: Any) -> Any:
-    return module_servers.start(
-        {
-            "HEARTBEAT_INTERVAL_SECS": "1",
-            "HEARTBEAT_TIMEOUT_SECS": "1",
-            "JWT_LEEWAY_SECS": "0",
-            "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
-            "RATE_LIMIT_MAX_REQUESTS": str(RATE_LIMIT),
-        }
-    )
-
-
-@pytest.fixture
-def server(strict: Any) -> Any:
-    """The shared server, checked to be still running."""
-    assert strict.returncode is None, strict.stderr.text[-4000:]
-    return strict
+pytestmark = pytest.mark.pm_server(
+    {
+        "HEARTBEAT_INTERVAL_SECS": "1",
+        "HEARTBEAT_TIMEOUT_SECS": "1",
+        "JWT_LEEWAY_SECS": "0",
+        "MAX_MESSAGE_BYTES": str(MAX_MESSAGE_BYTES),
+        "RATE_LIMIT_MAX_REQUESTS": str(RATE_LIMIT),
+    }
+)
 
 
 def command_of_size(size: int) -> bytes:
@@ -42,7 +31,7 @@ def command_of_size(size: int) -> bytes:
 
 
 async def test_welcome_announces_the_configured_heartbeat_and_limits(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
 
@@ -52,7 +41,7 @@ async def test_welcome_announces_the_configured_heartbeat_and_limits(
 
 
 async def test_a_peer_that_stops_answering_pings_is_closed_4009_and_others_stay(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     attentive = await server.connect(tenant, "attentive")
     silent = await server.connect(tenant, "silent")
@@ -60,15 +49,13 @@ async def test_a_peer_that_stops_answering_pings_is_closed_4009_and_others_stay(
 
     await server.wait_log(rf"stopped answering pings.*tenant_id={tenant} .*user_id=silent")
     silent.resume_reading()
-    code, seen = await silent.until_closed()
+    await silent.expect_close(4009)  # and nothing before the close
 
-    assert code == 4009
-    assert [m.WhichOneof("payload") for m in seen] == []
     await attentive.expect_nothing_pending()
 
 
 async def test_a_connection_ends_4001_when_its_token_expires_unless_refreshed(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     expiring = await server.open_ws(server.token(tenant, "u1", expires_in=2))
     refreshed = await server.open_ws(server.token(tenant, "u1", expires_in=2))
@@ -78,17 +65,15 @@ async def test_a_connection_ends_4001_when_its_token_expires_unless_refreshed(
     ack = await refreshed.request(
         pb.ClientMessage(refresh_token=pb.RefreshToken(token=server.token(tenant, "u1")))
     )
-    code, seen = await expiring.until_closed()
+    [closing] = await expiring.expect_close(4001, "closing")
 
     assert ack.WhichOneof("payload") == "ack"
-    assert code == 4001
-    assert [m.WhichOneof("payload") for m in seen] == ["closing"]
-    assert seen[0].closing.code == "TOKEN_EXPIRED"
+    assert closing.closing.code == "TOKEN_EXPIRED"
     await refreshed.expect_nothing_pending()
 
 
 async def test_refreshing_with_a_token_of_another_user_closes_4003(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant, "alice")
 
@@ -101,7 +86,7 @@ async def test_refreshing_with_a_token_of_another_user_closes_4003(
 
 
 async def test_refreshing_with_a_bad_token_is_an_error_and_the_connection_stays(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
 
@@ -115,7 +100,7 @@ async def test_refreshing_with_a_bad_token_is_an_error_and_the_connection_stays(
 
 
 async def test_frames_beyond_the_rate_limit_are_refused_and_the_connection_stays(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
 
@@ -135,7 +120,9 @@ async def test_frames_beyond_the_rate_limit_are_refused_and_the_connection_stays
     assert client.ws.close_code is None
 
 
-async def test_a_frame_of_exactly_max_message_bytes_is_served(server: Any, tenant: str) -> None:
+async def test_a_frame_of_exactly_max_message_bytes_is_served(
+    server: ServerProcess, tenant: str
+) -> None:
     client = await server.connect(tenant)
 
     await client.ws.send(command_of_size(MAX_MESSAGE_BYTES))
@@ -145,7 +132,9 @@ async def test_a_frame_of_exactly_max_message_bytes_is_served(server: Any, tenan
     assert answer.error.code == "UNKNOWN_COMMAND"
 
 
-async def test_a_frame_over_max_message_bytes_closes_1009(server: Any, tenant: str) -> None:
+async def test_a_frame_over_max_message_bytes_closes_1009(
+    server: ServerProcess, tenant: str
+) -> None:
     client = await server.connect(tenant)
 
     await client.ws.send(command_of_size(MAX_MESSAGE_BYTES + 1))
@@ -155,7 +144,7 @@ async def test_a_frame_over_max_message_bytes_closes_1009(server: Any, tenant: s
 
 
 async def test_text_and_undecodable_frames_get_errors_and_the_connection_stays(
-    server: Any, tenant: str
+    server: ServerProcess, tenant: str
 ) -> None:
     client = await server.connect(tenant)
 

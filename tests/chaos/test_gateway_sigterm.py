@@ -4,28 +4,29 @@ from __future__ import annotations
 
 import signal
 
-import aiohttp
+import pytest
+from pm_testkit import ServerPair
 
 from tests.chaos.invariants import PublishStatus
-from tests.chaos.workload import Publisher, assert_delivered, run_under_load
-from tests.redis.harness import ServerProcess, new_tenant
+from tests.chaos.workload import SERVER_SETTINGS, Publisher, assert_delivered, run_under_load
+
+pytestmark = pytest.mark.pm_server(SERVER_SETTINGS)
 
 
 async def test_clients_of_a_gateway_stopped_under_load_resume_on_the_other_without_loss(
-    gateways: tuple[ServerProcess, ServerProcess],
-    http: aiohttp.ClientSession,
+    server_pair: ServerPair, tenant: str
 ) -> None:
-    a, b = gateways
+    a, b = server_pair
 
     async def stop_a(publisher: Publisher) -> None:
-        a.signal(signal.SIGTERM)
+        a.send_signal(signal.SIGTERM)
         assert await a.await_exit(within=15) == 0
         await publisher.wait_for(PublishStatus.STORED, 30, within=10)
 
-    run = await run_under_load(http, gateways, stop_a, tenant=new_tenant())
+    run = await run_under_load(server_pair, stop_a, tenant=tenant)
 
     assert_delivered(run, lossless=True)
-    assert a.count("Graceful shutdown complete") == 1
+    assert a.stderr.count("Graceful shutdown complete") == 1
     for name, subscriber in run.subscribers.items():
         if name.startswith("A"):
             # Told why, closed with 1001, and carried on at B from where it was.

@@ -2,34 +2,33 @@
 
 from __future__ import annotations
 
-import aiohttp
+import pytest
+from pm_testkit import RedisServer, ServerPair
 
-from tests.chaos.faults import ChaosRedis
 from tests.chaos.invariants import PublishStatus
-from tests.chaos.workload import Publisher, assert_delivered, run_under_load
-from tests.redis.harness import ServerProcess, new_tenant
+from tests.chaos.workload import SERVER_SETTINGS, Publisher, assert_delivered, run_under_load
+
+pytestmark = pytest.mark.pm_server(SERVER_SETTINGS)
 
 REESTABLISHED = "redis subscription re-established"
 KILLS = 3
 
 
 async def test_killing_the_gateways_pubsub_connections_under_load_loses_and_repeats_nothing(
-    chaos_redis: ChaosRedis,
-    gateways: tuple[ServerProcess, ServerProcess],
-    http: aiohttp.ClientSession,
+    redis_server: RedisServer, server_pair: ServerPair, tenant: str
 ) -> None:
     killed: list[int] = []
 
     async def cut_pubsub_three_times(publisher: Publisher) -> None:
         for _ in range(KILLS):
-            before = [server.count(REESTABLISHED) for server in gateways]
-            killed.append(chaos_redis.kill_pubsub_clients())
-            for server, count in zip(gateways, before, strict=True):
-                await server.await_log(REESTABLISHED, count=count + 1)
+            before = [server.stderr.count(REESTABLISHED) for server in server_pair]
+            killed.append(redis_server.kill_pubsub_clients())
+            for server, count in zip(server_pair, before, strict=True):
+                await server.wait_log(REESTABLISHED, count=count + 1)
             # Events are published while the subscriptions are down and while they come back.
             await publisher.wait_for(PublishStatus.STORED, 30, within=10)
 
-    run = await run_under_load(http, gateways, cut_pubsub_three_times, tenant=new_tenant())
+    run = await run_under_load(server_pair, cut_pubsub_three_times, tenant=tenant)
 
     assert killed == [2] * KILLS  # one pub/sub connection per gateway, each time
     assert_delivered(run, lossless=True)

@@ -2,26 +2,25 @@
 
 from __future__ import annotations
 
-import aiohttp
+import pytest
+from pm_testkit import RedisServer, ServerPair
 
-from tests.chaos.faults import ChaosRedis
 from tests.chaos.invariants import PublishStatus
-from tests.chaos.workload import Publisher, assert_delivered, run_under_load
-from tests.redis.harness import ServerProcess, new_tenant
+from tests.chaos.workload import SERVER_SETTINGS, Publisher, assert_delivered, run_under_load
+
+pytestmark = pytest.mark.pm_server(SERVER_SETTINGS)
 
 
 async def test_redis_killed_and_restarted_under_load_leaves_every_client_whole_or_told(
-    chaos_redis: ChaosRedis,
-    gateways: tuple[ServerProcess, ServerProcess],
-    http: aiohttp.ClientSession,
+    redis_server: RedisServer, server_pair: ServerPair, tenant: str
 ) -> None:
     async def kill_and_restart(publisher: Publisher) -> None:
-        chaos_redis.kill()
+        redis_server.kill()
         # The outage is seen under load: publishes fail while Redis is away.
         await publisher.wait_for(PublishStatus.FAILED, 20, within=10)
-        chaos_redis.start()
+        redis_server.start()
 
-    run = await run_under_load(http, gateways, kill_and_restart, tenant=new_tenant())
+    run = await run_under_load(server_pair, kill_and_restart, tenant=tenant)
 
     assert_delivered(run)
     final_epoch = run.observation.final.epoch

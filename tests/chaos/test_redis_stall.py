@@ -19,28 +19,27 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
+import pytest
+from pm_testkit import RedisServer, ServerPair
 
-from tests.chaos.faults import ChaosRedis
 from tests.chaos.invariants import PublishStatus
-from tests.chaos.workload import Publisher, assert_delivered, run_under_load
-from tests.redis.harness import ServerProcess, new_tenant
+from tests.chaos.workload import SERVER_SETTINGS, Publisher, assert_delivered, run_under_load
+
+pytestmark = pytest.mark.pm_server(SERVER_SETTINGS)
 
 PUBLISH_TIMEOUT_SECS = 2.0
 STALL_SECS = PUBLISH_TIMEOUT_SECS + 1
 
 
 async def test_redis_paused_past_the_publish_timeout_leaves_outcomes_unknown_and_loses_nothing(
-    chaos_redis: ChaosRedis,
-    gateways: tuple[ServerProcess, ServerProcess],
-    http: aiohttp.ClientSession,
+    redis_server: RedisServer, server_pair: ServerPair, tenant: str
 ) -> None:
     async def pause(publisher: Publisher) -> None:
-        chaos_redis.pause_all(int(STALL_SECS * 1000))
+        redis_server.pause(int(STALL_SECS * 1000))
         await publisher.wait_for(PublishStatus.UNKNOWN, 1, within=STALL_SECS + 5)
-        await chaos_redis.until_answering()
+        await redis_server.until_answering()
 
-    run = await run_under_load(http, gateways, pause, tenant=new_tenant())
+    run = await run_under_load(server_pair, pause, tenant=tenant)
 
     assert_delivered(run, lossless=True)
     assert run.publisher.count(PublishStatus.UNKNOWN) > 0
@@ -50,16 +49,14 @@ async def test_redis_paused_past_the_publish_timeout_leaves_outcomes_unknown_and
 
 
 async def test_redis_asleep_past_the_publish_timeout_answers_504_and_delivers_at_most_once(
-    chaos_redis: ChaosRedis,
-    gateways: tuple[ServerProcess, ServerProcess],
-    http: aiohttp.ClientSession,
+    redis_server: RedisServer, server_pair: ServerPair, tenant: str
 ) -> None:
     async def sleep(publisher: Publisher) -> None:
-        asleep = asyncio.create_task(chaos_redis.debug_sleep(STALL_SECS))
+        asleep = asyncio.create_task(redis_server.sleep(STALL_SECS))
         await publisher.wait_for(PublishStatus.UNKNOWN, 1, within=STALL_SECS + 5)
         await asyncio.wait_for(asleep, STALL_SECS + 5)
 
-    run = await run_under_load(http, gateways, sleep, tenant=new_tenant())
+    run = await run_under_load(server_pair, sleep, tenant=tenant)
 
     assert_delivered(run, lossless=True)
     assert run.publisher.count(PublishStatus.UNKNOWN) > 0

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pm_proto as pb
+from pm_testkit import WAIT_SECS, ServerProcess
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
@@ -36,8 +37,12 @@ from tests.chaos.invariants import (
     delivery_violations,
     summary,
 )
-from tests.redis.harness import PUBLISH_KEY, WAIT_SECS, ServerProcess, make_token
 
+# Large enough that history reaches back over every test's whole load: a resume
+# is then recoverable unless Redis itself lost the events.
+HISTORY_SIZE = 20_000
+SERVER_SETTINGS = {"HISTORY_SIZE": str(HISTORY_SIZE)}
+"""How the chaos tests' two gateways are started (their `pm_server` marker)."""
 # SPEC §2: a client reconnects (and resumes) after these, and after an abnormal closure.
 RECONNECT_CODES = frozenset({1001, 1011, 4008, 4009, 4011})
 ABNORMAL = 1006
@@ -55,12 +60,6 @@ def _position(message: pb.StreamPosition) -> Position:
     return Position(message.epoch, message.seq)
 
 
-async def _receive(ws: ClientConnection) -> pb.ServerMessage:
-    data = await asyncio.wait_for(ws.recv(), WAIT_SECS)
-    assert isinstance(data, bytes), data
-    return pb.ServerMessage.FromString(data)
-
-
 class Publisher:
     """Publishes to the tenant's project at a steady rate, round-robin over gateways.
 
@@ -73,19 +72,19 @@ class Publisher:
 
     def __init__(
         self,
-        http: aiohttp.ClientSession,
         gateways: Sequence[str],
         tenant: str,
         project: str,
+        key: str,
         *,
         rate: float = 150.0,
         in_flight: int = 16,
     ) -> None:
         self.attempts: list[PublishAttempt] = []
-        self._http = http
         self._gateways = list(gateways)
         self._tenant = tenant
         self._project = project
+        self._key = key
         self._interval = 1.0 / rate
         self._slots = asyncio.Semaphore(in_flight)
         self._pending: set[asyncio.Task[None]] = set()
@@ -119,26 +118,27 @@ class Publisher:
     async def _run(self) -> None:
         started = time.monotonic()
         sent = 0
-        while not self._stopping.is_set():
-            await self._slots.acquire()
-            task = asyncio.create_task(self._publish(sent))
-            self._pending.add(task)
-            task.add_done_callback(self._pending.discard)
-            sent += 1
-            # The load's pace: the next publish is due at its slot in a steady rate.
-            delay = started + sent * self._interval - time.monotonic()
-            if delay > 0:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), delay)
-        if self._pending:
-            await asyncio.wait(self._pending)
+        async with aiohttp.ClientSession() as http:
+            while not self._stopping.is_set():
+                await self._slots.acquire()
+                task = asyncio.create_task(self._publish(http, sent))
+                self._pending.add(task)
+                task.add_done_callback(self._pending.discard)
+                sent += 1
+                # The load's pace: the next publish is due at its slot in a steady rate.
+                delay = started + sent * self._interval - time.monotonic()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+            if self._pending:
+                await asyncio.wait(self._pending)
 
-    async def _publish(self, number: int) -> None:
+    async def _publish(self, http: aiohttp.ClientSession, number: int) -> None:
         event_id = f"e{number:06d}-{uuid.uuid4().hex[:8]}"
         count = len(self._gateways)
         try:
             for gateway in (self._gateways[(number + k) % count] for k in range(count)):
-                attempt = await self._post(gateway, event_id)
+                attempt = await self._post(http, gateway, event_id)
                 if attempt.detail != _REFUSED:
                     break
         finally:
@@ -147,7 +147,9 @@ class Publisher:
         async with self._changed:
             self._changed.notify_all()
 
-    async def _post(self, gateway: str, event_id: str) -> PublishAttempt:
+    async def _post(
+        self, http: aiohttp.ClientSession, gateway: str, event_id: str
+    ) -> PublishAttempt:
         body = {
             "tenantId": self._tenant,
             "type": "work_item.updated",
@@ -155,10 +157,10 @@ class Publisher:
             "eventId": event_id,
         }
         try:
-            async with self._http.post(
+            async with http.post(
                 f"{gateway}/api/v1/publish",
                 json=body,
-                headers={"Authorization": f"Bearer {PUBLISH_KEY}"},
+                headers={"Authorization": f"Bearer {self._key}"},
                 timeout=aiohttp.ClientTimeout(total=PUBLISH_TIMEOUT),
             ) as response:
                 status, answer = response.status, await response.read()
@@ -189,12 +191,12 @@ class Subscriber:
     client refetches state). Every message and close goes into `journal`.
     """
 
-    def __init__(self, name: str, gateways: Sequence[str], tenant: str, project: str) -> None:
+    def __init__(self, name: str, gateways: Sequence[str], token: str, project: str) -> None:
         self.name = name
         self.journal: list[Entry] = []
         self.gave_up = ""
         self._gateways = list(gateways)
-        self._tenant = tenant
+        self._token = token
         self._project = project
         self._position: Position | None = None
         self._progress = asyncio.Event()
@@ -266,9 +268,8 @@ class Subscriber:
         self._progress.set()
 
     async def _run(self) -> None:
-        token = make_token(self._tenant, self.name)
         while not self._stopping.is_set():
-            connection = await self._connect(token)
+            connection = await self._connect(self._token)
             if connection is None:
                 return
             code = await self._serve(*connection)
@@ -369,41 +370,27 @@ class Subscriber:
 
 
 async def read_history(
-    gateways: Sequence[str], tenant: str, project: str
+    gateways: Sequence[ServerProcess], tenant: str, project: str
 ) -> tuple[Position, list[Delivered], bool]:
     """The current epoch's whole history, as a resume from its seq 0 replays it.
 
     Tries each gateway in turn (some may be down). Returns the stream's
     position, the replayed events and whether the Ack said `recovered`.
     """
-    token = make_token(tenant, "auditor")
-    for url in gateways:
+    for gateway in gateways:
         try:
-            ws = await connect(
-                url,
-                additional_headers={"Authorization": f"Bearer {token}"},
-                ping_interval=None,
-                open_timeout=WAIT_SECS,
-                max_size=None,
-                proxy=None,
-            )
+            client = await gateway.connect(tenant, "auditor", track=False)
         except (OSError, InvalidHandshake, TimeoutError):
             continue
-        async with ws:
-            welcome = await _receive(ws)
-            assert welcome.WhichOneof("payload") == "welcome", welcome
-            start = pb.StreamPosition(epoch=welcome.welcome.position.epoch, seq=0)
-            subscribe = pb.Subscribe(project_ids=[project], resume_from=start)
-            await ws.send(pb.ClientMessage(request_id="h", subscribe=subscribe).SerializeToString())
-            ack = await _receive(ws)
-            assert ack.WhichOneof("payload") == "ack", ack
-            events: list[Delivered] = []
-            for _ in range(ack.ack.replayed):
-                message = await _receive(ws)
-                assert message.WhichOneof("payload") == "event", message
-                events.append(Delivered(message.event.event_id, _position(message.event.position)))
-            return _position(ack.ack.position), events, ack.ack.recovered
-    raise AssertionError(f"no gateway of {gateways} took a connection")
+        try:
+            start = pb.StreamPosition(epoch=client.welcome.position.epoch, seq=0)
+            ack = await client.subscribe([project], resume_from=start)
+            replayed = await client.events(ack.replayed)
+        finally:
+            await client.close()
+        events = [Delivered(e.event_id, _position(e.position)) for e in replayed]
+        return _position(ack.position), events, ack.recovered
+    raise AssertionError(f"no gateway of {[g.ws_url for g in gateways]} took a connection")
 
 
 @dataclass
@@ -420,7 +407,6 @@ Fault = Callable[[Publisher], Awaitable[None]]
 
 
 async def run_under_load(
-    http: aiohttp.ClientSession,
     gateways: Sequence[ServerProcess],
     fault: Fault,
     *,
@@ -441,13 +427,15 @@ async def run_under_load(
         f"{home.name}{k}": Subscriber(
             f"{home.name}{k}",
             [home.ws_url] + [other.ws_url for other in gateways if other is not home],
-            tenant,
+            home.token(tenant, f"{home.name}{k}"),
             project,
         )
         for home in gateways
         for k in range(1, per_gateway + 1)
     }
-    publisher = Publisher(http, [g.base_url for g in gateways], tenant, project)
+    key = gateways[0].publish_key
+    assert key is not None, "the gateways have no publish key"
+    publisher = Publisher([g.url for g in gateways], tenant, project, key)
     final, complete = Position("", 0), False
     history: list[Delivered] = []
     converged = dict.fromkeys(subscribers, False)
@@ -462,9 +450,7 @@ async def run_under_load(
             await fault(publisher)
             await publisher.wait_for(PublishStatus.STORED, after, within=RECONNECT_WITHIN)
             await publisher.stop()
-            final, history, complete = await read_history(
-                [g.ws_url for g in gateways], tenant, project
-            )
+            final, history, complete = await read_history(gateways, tenant, project)
             reached = await asyncio.gather(
                 *(s.reach(final, within=WAIT_SECS) for s in subscribers.values())
             )

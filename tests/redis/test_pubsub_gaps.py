@@ -15,63 +15,46 @@ import contextlib
 import re
 from collections.abc import Iterator
 
-import aiohttp
 import pytest
-
-from tests.redis.harness import (
-    ClientFactory,
-    RedisProcess,
+from pm_testkit import (
+    RedisServer,
     RedisUser,
-    ServerProcess,
+    ServerLauncher,
+    ServerPair,
     event_ids,
-    new_tenant,
-    publish,
-    running_servers,
     seqs,
-    wait_ready,
+    subscribers,
 )
 
 LISTENER = RedisUser("listener", "listener-password-0123")
 HISTORY_SIZE = 50
 REESTABLISHED = "redis subscription re-established"
 # The broker's log line for a SUBSCRIBE that Redis 7's ACL refused (logged once per attempt).
-REFUSED = "redis subscription down (this user has no permissions"
+REFUSED = re.escape("redis subscription down (this user has no permissions")
 ATTEMPT = re.compile(r"redis subscription down .*\(attempt (\d+)\)")
 
-Pair = tuple[ServerProcess, ServerProcess]
-
 
 @pytest.fixture(scope="module")
-def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
-    server = RedisProcess(tmp_path_factory.mktemp("redis-acl"), users=[LISTENER])
-    server.start()
+def acl_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    redis = RedisServer(tmp_path_factory.mktemp("redis-acl"), users=[LISTENER]).start()
     try:
-        yield server
+        yield redis
     finally:
-        server.stop()
+        redis.stop()
 
 
 @pytest.fixture(scope="module")
-def listener_and_publisher(
-    acl_redis: RedisProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Pair]:
-    workdir = tmp_path_factory.mktemp("gap-gateways")
+def listener_and_publisher(acl_redis: RedisServer, module_servers: ServerLauncher) -> ServerPair:
     history = {"HISTORY_SIZE": str(HISTORY_SIZE)}
-    servers = [
-        # Debug logging shows every reconnection attempt, not only the first.
-        ServerProcess(
-            "A",
-            workdir / "A",
-            {"BROKER_URL": acl_redis.url(LISTENER), "LOG_LEVEL": "debug", **history},
-        ),
-        ServerProcess("B", workdir / "B", {"BROKER_URL": acl_redis.url(), **history}),
-    ]
-    with running_servers(servers) as (a, b):
-        yield a, b
+    # Debug logging shows every reconnection attempt, not only the first.
+    listener = {"BROKER_URL": acl_redis.url_for(LISTENER), "LOG_LEVEL": "debug", **history}
+    a = module_servers.start(listener, name="A")
+    b = module_servers.start({"BROKER_URL": acl_redis.url, **history}, name="B")
+    return a, b
 
 
 @contextlib.contextmanager
-def pubsub_cut_off(redis_server: RedisProcess, user: RedisUser) -> Iterator[None]:
+def pubsub_cut_off(redis_server: RedisServer, user: RedisUser) -> Iterator[None]:
     """Drop `user`'s pub/sub connections and refuse it channels until the block ends."""
     with redis_server.client() as admin:
         # Redis 7 disconnects subscribers whose channel permissions are revoked.
@@ -83,27 +66,23 @@ def pubsub_cut_off(redis_server: RedisProcess, user: RedisUser) -> Iterator[None
 
 
 async def test_events_missed_while_a_process_was_unsubscribed_are_recovered_from_history(
-    listener_and_publisher: Pair,
-    acl_redis: RedisProcess,
-    redis_clients: ClientFactory,
-    redis_http: aiohttp.ClientSession,
+    listener_and_publisher: ServerPair,
+    acl_redis: RedisServer,
+    tenant: str,
 ) -> None:
     a, b = listener_and_publisher
-    tenant = new_tenant()
-    clients = [await redis_clients(a, tenant), await redis_clients(b, tenant)]
-    for client in clients:
-        await client.subscribe("p1")
-    first = await publish(redis_http, b, tenant, "p1")
+    clients = await subscribers((a, b), tenant)
+    first = await b.publish(tenant, "p1")
     for client in clients:
         await client.events(1)
-    reconnects = a.count(REESTABLISHED)
+    reconnects = a.stderr.count(REESTABLISHED)
 
     with pubsub_cut_off(acl_redis, LISTENER):
-        missed = [await publish(redis_http, b, tenant, "p1") for _ in range(5)]
+        missed = [await b.publish(tenant, "p1") for _ in range(5)]
     delivered = [await client.events(len(missed)) for client in clients]
-    live = await publish(redis_http, a, tenant, "p1")
+    live = await a.publish(tenant, "p1")
 
-    await a.await_log(REESTABLISHED, count=reconnects + 1)
+    await a.wait_log(REESTABLISHED, count=reconnects + 1)
     assert first.seq == 1
     for events in delivered:
         assert seqs(events) == [2, 3, 4, 5, 6]
@@ -112,44 +91,38 @@ async def test_events_missed_while_a_process_was_unsubscribed_are_recovered_from
         [event] = await client.events(1)
         assert event.event_id == live.event_id
         assert event.position.seq == 7
-        await client.ping()
+        await client.expect_nothing_pending()
 
 
 async def test_a_gap_longer_than_history_closes_that_process_clients_with_broadcast_lagged(
-    listener_and_publisher: Pair,
-    acl_redis: RedisProcess,
-    redis_clients: ClientFactory,
-    redis_http: aiohttp.ClientSession,
+    listener_and_publisher: ServerPair,
+    acl_redis: RedisServer,
+    tenant: str,
 ) -> None:
     a, b = listener_and_publisher
-    tenant = new_tenant()
-    on_a, on_b = await redis_clients(a, tenant), await redis_clients(b, tenant)
-    for client in (on_a, on_b):
-        await client.subscribe("p1")
-    first = await publish(redis_http, b, tenant, "p1")
+    on_a, on_b = await subscribers((a, b), tenant)
+    first = await b.publish(tenant, "p1")
     for client in (on_a, on_b):
         await client.events(1)
 
     with pubsub_cut_off(acl_redis, LISTENER):
-        missed = [await publish(redis_http, b, tenant, "p1") for _ in range(HISTORY_SIZE + 10)]
+        missed = [await b.publish(tenant, "p1") for _ in range(HISTORY_SIZE + 10)]
     on_b_events = await on_b.events(len(missed))
-    code, before_close = await on_a.closed()
+    lagged, closing = await on_a.expect_close(4011, "error", "closing")
 
     last = missed[-1].seq
     assert last == HISTORY_SIZE + 11
     # B never lost its subscription: its client has every event.
     assert seqs(on_b_events) == list(range(2, last + 1))
     # A cannot fill the gap: its client is told so and closed, never left with a silent gap.
-    assert code == 4011
-    assert [m.WhichOneof("payload") for m in before_close] == ["error", "closing"]
-    assert before_close[0].error.code == "BROADCAST_LAGGED"
-    assert before_close[1].closing.code == "BROADCAST_LAGGED"
+    assert lagged.error.code == "BROADCAST_LAGGED"
+    assert closing.closing.code == "BROADCAST_LAGGED"
 
     # The client resumes as told: what history still holds is replayed, with recovered false.
-    again = await redis_clients(a, tenant)
-    ack = await again.subscribe("p1", resume_from=first.position)
+    again = await a.connect(tenant)
+    ack = await again.subscribe(["p1"], resume_from=first.position)
     replayed = await again.events(ack.replayed)
-    live = await publish(redis_http, b, tenant, "p1")
+    live = await b.publish(tenant, "p1")
     [live_event] = await again.events(1)
 
     assert not ack.recovered
@@ -159,21 +132,17 @@ async def test_a_gap_longer_than_history_closes_that_process_clients_with_broadc
     assert live_event.position.seq == last + 1
     assert event_ids(await on_b.events(1)) == [live.event_id]
     for client in (again, on_b):
-        await client.ping()
+        await client.expect_nothing_pending()
 
 
 async def test_every_client_gets_every_event_once_in_order_while_pubsub_connections_are_killed(
-    listener_and_publisher: Pair,
-    acl_redis: RedisProcess,
-    redis_clients: ClientFactory,
-    redis_http: aiohttp.ClientSession,
+    listener_and_publisher: ServerPair,
+    acl_redis: RedisServer,
+    tenant: str,
 ) -> None:
     a, b = listener_and_publisher
-    tenant = new_tenant()
-    clients = [await redis_clients(server, tenant) for server in (a, b, a, b)]
-    for client in clients:
-        await client.subscribe("p1")
-    reconnects = {server: server.count(REESTABLISHED) for server in (a, b)}
+    clients = await subscribers((a, b, a, b), tenant)
+    reconnects = {server: server.stderr.count(REESTABLISHED) for server in (a, b)}
     # The whole stream fits in history, so every gap a kill opens can be filled.
     count = HISTORY_SIZE - 10
     killed = 0
@@ -181,7 +150,7 @@ async def test_every_client_gets_every_event_once_in_order_while_pubsub_connecti
     published = []
     with acl_redis.client() as admin:
         for i in range(count):
-            published.append(await publish(redis_http, (a, b)[i % 2], tenant, "p1"))
+            published.append(await (a, b)[i % 2].publish(tenant, "p1"))
             if i % 10 == 3:
                 killed += admin.client_kill_filter(_type="pubsub")
     delivered = [await client.events(count) for client in clients]
@@ -189,36 +158,34 @@ async def test_every_client_gets_every_event_once_in_order_while_pubsub_connecti
     # The first kill found both processes subscribed; each of them came back.
     assert killed >= 2
     for server in (a, b):
-        await server.await_log(REESTABLISHED, count=reconnects[server] + 1)
+        await server.wait_log(REESTABLISHED, count=reconnects[server] + 1)
     assert [p.seq for p in published] == list(range(1, count + 1))
     for events in delivered:
         assert seqs(events) == list(range(1, count + 1))
         assert event_ids(events) == [p.event_id for p in published]
-    live = await publish(redis_http, b, tenant, "p1")
+    live = await b.publish(tenant, "p1")
     for client in clients:
         [event] = await client.events(1)
         assert event.event_id == live.event_id
-        await client.ping()
+        await client.expect_nothing_pending()
 
 
 async def test_a_refused_subscription_is_retried_with_growing_backoff_and_not_reported_back(
-    listener_and_publisher: Pair,
-    acl_redis: RedisProcess,
-    redis_clients: ClientFactory,
-    redis_http: aiohttp.ClientSession,
+    listener_and_publisher: ServerPair,
+    acl_redis: RedisServer,
+    tenant: str,
 ) -> None:
     a, b = listener_and_publisher
-    tenant = new_tenant()
-    client = await redis_clients(a, tenant)  # gives A a channel, which the ACL then refuses
-    await client.subscribe("p1")
-    start = len(a.lines)
+    client = await a.connect(tenant)  # gives A a channel, which the ACL then refuses
+    await client.subscribe(["p1"])
+    start = len(a.stderr.lines)
 
     with pubsub_cut_off(acl_redis, LISTENER):
-        await a.await_log(REFUSED, count=a.count(REFUSED) + 3)
-    during = [line for line in a.lines[start:] if "pm_ws.brokers." in line]
-    last_refusal = max(i for i, line in enumerate(during) if REFUSED in line)
-    await wait_ready(redis_http, a, 200)
-    sent = await publish(redis_http, b, tenant, "p1")
+        await a.wait_log(REFUSED, count=a.stderr.count(REFUSED) + 3)
+    during = [line for line in a.stderr.lines[start:] if "redis subscription" in line]
+    last_refusal = max(i for i, line in enumerate(during) if re.search(REFUSED, line))
+    await a.wait_ready(200)
+    sent = await b.publish(tenant, "p1")
 
     # Each refusal is another failed attempt: the wait grows (SPEC §6: retries with backoff).
     attempts = [int(m[1]) for line in during if (m := ATTEMPT.search(line))]
@@ -226,4 +193,4 @@ async def test_a_refused_subscription_is_retried_with_growing_backoff_and_not_re
     # A connection whose SUBSCRIBE is refused was never re-established.
     assert not [line for line in during[:last_refusal] if REESTABLISHED in line]
     assert event_ids(await client.events(1)) == [sent.event_id]
-    await client.ping()
+    await client.expect_nothing_pending()

@@ -8,21 +8,19 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 
 import aiohttp
-
-from tests.redis.harness import WAIT_SECS, Published, ServerProcess, post_publish
+from pm_testkit import POLL_SECS, WAIT_SECS, Published, ServerProcess, wait_until
 
 _STARTED = re.compile(r"started worker (?P<name>\S+) \(pid (?P<pid>\d+)\)")
-_POLL_SECS = 0.02
+_REQUEST_SECS = 5.0
 
 
 def started_workers(server: ServerProcess) -> dict[str, int]:
     """Each worker slot's latest pid, from the supervisor's `started worker NAME (pid N)` lines."""
     return {
         match["name"]: int(match["pid"])
-        for line in server.lines
+        for line in server.stderr.lines
         if (match := _STARTED.search(line)) is not None
     }
 
@@ -43,19 +41,8 @@ def _gone(pid: int) -> bool:
 
 
 async def wait_gone(pid: int, within: float = WAIT_SECS) -> None:
-    """Poll until `pid` has exited (reaped, or a zombie whose sockets are closed)."""
-    deadline = time.monotonic() + within
-    while not _gone(pid):
-        assert time.monotonic() < deadline, f"process {pid} still runs after {within}s"
-        await asyncio.sleep(_POLL_SECS)
-
-
-def _new_session() -> aiohttp.ClientSession:
-    # A new TCP connection per request, so the kernel picks a worker for each.
-    return aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(force_close=True),
-        timeout=aiohttp.ClientTimeout(total=5),
-    )
+    """Until `pid` has exited (reaped, or a zombie whose sockets are closed)."""
+    await wait_until(lambda: _gone(pid), within=within, what=f"process {pid} to exit")
 
 
 @dataclass(frozen=True)
@@ -72,10 +59,13 @@ class Probe:
 
 
 class LiveProbe:
-    """Asks `GET /live` over and over, one request at a time, until the `async with` ends."""
+    """Asks `GET /live` over and over, one request at a time, until the `async with` ends.
 
-    def __init__(self, base_url: str) -> None:
-        self._url = f"{base_url}/live"
+    Each request has a TCP connection of its own, so the kernel picks a worker for each.
+    """
+
+    def __init__(self, server: ServerProcess) -> None:
+        self._server = server
         self.probes: list[Probe] = []
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -84,28 +74,21 @@ class LiveProbe:
         self._task = asyncio.create_task(self._run())
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._stop.set()
         assert self._task is not None
         await self._task
 
     async def _run(self) -> None:
-        async with _new_session() as http:
-            while not self._stop.is_set():
-                started = time.monotonic()
-                try:
-                    async with http.get(self._url) as response:
-                        outcome: int | str = response.status
-                except (aiohttp.ClientError, TimeoutError) as exc:
-                    outcome = repr(exc)
-                self.probes.append(Probe(started, time.monotonic(), outcome))
-                # Paces the prober (about 50 probes/s) without synchronising anything.
-                await asyncio.sleep(_POLL_SECS)
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                outcome: int | str = (await self._server.get("/live", within=_REQUEST_SECS)).status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                outcome = repr(exc)
+            self.probes.append(Probe(started, time.monotonic(), outcome))
+            # Paces the prober (about 50 probes/s) without synchronising anything.
+            await asyncio.sleep(POLL_SECS)
 
     def failures(self) -> list[Probe]:
         return [probe for probe in self.probes if probe.outcome != 200]
@@ -122,8 +105,8 @@ class Publisher:
     which the idempotent publish turns into exactly one event.
     """
 
-    def __init__(self, base_url: str, tenant: str, project: str) -> None:
-        self._base_url = base_url
+    def __init__(self, server: ServerProcess, tenant: str, project: str) -> None:
+        self._server = server
         self._tenant = tenant
         self._project = project
         self.published: list[Published] = []
@@ -136,12 +119,7 @@ class Publisher:
         self._task = asyncio.create_task(self._run())
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         self._stop.set()
         assert self._task is not None
         await self._task
@@ -154,27 +132,27 @@ class Publisher:
             )
 
     async def _run(self) -> None:
-        async with _new_session() as http:
-            while not self._stop.is_set():
-                published = await self._publish(http, f"ev-{uuid.uuid4().hex[:12]}")
-                async with self._progress:
-                    self.published.append(published)
-                    self._progress.notify_all()
-                # Paces the publisher (about 50 events/s) without synchronising anything.
-                await asyncio.sleep(_POLL_SECS)
+        while not self._stop.is_set():
+            published = await self._publish(f"ev-{uuid.uuid4().hex[:12]}")
+            async with self._progress:
+                self.published.append(published)
+                self._progress.notify_all()
+            # Paces the publisher (about 50 events/s) without synchronising anything.
+            await asyncio.sleep(POLL_SECS)
 
-    async def _publish(self, http: aiohttp.ClientSession, event_id: str) -> Published:
+    async def _publish(self, event_id: str) -> Published:
         deadline = time.monotonic() + WAIT_SECS
         while True:
             try:
-                status, answer = await post_publish(
-                    http, self._base_url, self._tenant, self._project, event_id=event_id
+                answer = await self._server.try_publish(
+                    self._tenant, self._project, event_id=event_id
                 )
             except (aiohttp.ClientError, TimeoutError) as exc:
-                status, answer = 0, repr(exc)
-            if status == 200:
-                position = answer["position"]
-                return Published(answer["eventId"], position["epoch"], int(position["seq"]))
-            assert time.monotonic() < deadline, f"publish {event_id} kept failing: {answer}"
+                failure: object = repr(exc)
+            else:
+                if answer.status == 200:
+                    return Published.of(answer)
+                failure = (answer.status, answer.body)
+            assert time.monotonic() < deadline, f"publish {event_id} kept failing: {failure}"
             self.retries += 1
-            await asyncio.sleep(_POLL_SECS)
+            await asyncio.sleep(POLL_SECS)

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Final
 
-from servers import stop_process
+from pm_testkit import stop_process
 
 NODE_DIR: Final = Path(__file__).with_name("node")
 CLIENT_SCRIPT: Final = NODE_DIR / "loadclient.mjs"

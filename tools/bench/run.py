@@ -12,39 +12,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from host import command_output, cpu_model, raise_fd_limit, write_result
 from loadgen import node_available
+from pm_testkit import Credentials
 from report import evaluate_targets, markdown, scenario_summary
 from scenarios import PRESETS, BenchContext, run_one, scenarios, sizes_dict
-from servers import SERVER_KINDS, Credentials, ServerKind, ServerLimits
-
-_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def _output(*command: str) -> str:
-    try:
-        return subprocess.run(
-            command, capture_output=True, text=True, check=False, cwd=_ROOT, timeout=10
-        ).stdout.strip()
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
+from servers import SERVER_KINDS, ServerKind, ServerLimits
 
 
 def _meta(
@@ -53,22 +34,17 @@ def _meta(
     import aiohttp
     from google.protobuf.internal import api_implementation
 
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     return {
         "started_at": started_at,
         "preset": preset,
         "repeat": repeat,
-        "machine": f"{os.cpu_count()} CPUs ({model}), Linux {platform.release()}",
+        "machine": f"{os.cpu_count()} CPUs ({cpu_model()}), Linux {platform.release()}",
         "python": platform.python_version(),
         "aiohttp": aiohttp.__version__,
         "protobuf": api_implementation.Type(),
-        "node": _output("node", "--version"),
-        "commit": _output("git", "rev-parse", "--short", "HEAD"),
-        "dirty": bool(_output("git", "status", "--porcelain", "--untracked-files=no")),
+        "node": command_output("node", "--version"),
+        "commit": command_output("git", "rev-parse", "--short", "HEAD"),
+        "dirty": bool(command_output("git", "status", "--porcelain", "--untracked-files=no")),
         "fd_limit": fd_limit,
         "ws_client": ws_client,
     }
@@ -118,7 +94,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     repeat = args.repeat or (3 if preset == "full" else 1)
     sizes = PRESETS[preset]
     started_at = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    fd_limit = _raise_fd_limit()
+    fd_limit = raise_fd_limit()
     log_dir = Path(tempfile.mkdtemp(prefix=f"pm-bench-{started_at}-"))
     ctx = BenchContext(
         credentials=Credentials.generate(),
@@ -225,14 +201,7 @@ def main() -> None:
     if reason is not None:
         sys.exit(f"bench: {reason}")
     result = asyncio.run(bench(args))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / f"bench-{result['meta']['started_at']}"
-    result["meta"]["out"] = str(stem)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
+    write_result(result, args.out / f"bench-{result['meta']['started_at']}", markdown)
 
 
 if __name__ == "__main__":

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from loadgen import NodeClient, Reply, SubscriberPool, start_client
+from pm_testkit import Credentials
 from report import LatencyHistogram
 from servers import (
     CPUS,
-    Credentials,
     RunningServer,
     ServerKind,
     ServerLimits,

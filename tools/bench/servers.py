@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
+
+from pm_testkit import Credentials, ServerProcess, free_port, server_environment
 
 ServerKind = Literal["pm-server", "hub"]
 SERVER_KINDS: Final[tuple[ServerKind, ...]] = ("pm-server", "hub")
@@ -24,21 +24,7 @@ _HUB_SCRIPT: Final = Path(__file__).with_name("hub.py")
 _CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 CPUS: Final = os.cpu_count() or 1
 _QUIET_BUSY: Final = 0.25
-_START_TIMEOUT_SECS: Final = 30.0
 _STOP_TIMEOUT_SECS: Final = 15.0
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """The secrets one bench run shares between the servers and the load client."""
-
-    jwt_secret: str
-    publish_key: str
-
-    @classmethod
-    def generate(cls) -> Credentials:
-        """Fresh random secrets (a 48-byte JWT secret, a 32-byte publish key)."""
-        return cls(secrets.token_urlsafe(48), secrets.token_urlsafe(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,14 +88,6 @@ async def wait_for_quiet(max_wait_secs: float) -> float | None:
             return busy
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     """pm-server settings the bench raises so that limits don't shape the figures."""
@@ -118,32 +96,27 @@ class ServerLimits:
     send_queue_size: int = 65_536
 
 
-class RunningServer:
-    """One server process: its URLs, pid and /proc readings."""
+class RunningServer(ServerProcess):
+    """One server under test: a process of the test kit, its kind, and its /proc readings."""
 
     def __init__(
-        self, kind: ServerKind, process: asyncio.subprocess.Process, port: int, log: Path
+        self, kind: ServerKind, log_dir: Path, credentials: Credentials, limits: ServerLimits
     ) -> None:
+        port = free_port()
+        super().__init__(
+            log_dir,
+            env=server_environment(_settings(kind, port, credentials, limits)),
+            port=port,
+            name=f"{kind}-{port}",
+            command=_command(kind, port),
+        )
         self.kind = kind
-        self.process = process
-        self.port = port
-        self.log = log
-
-    @property
-    def pid(self) -> int:
-        """The server's process id (the Python process itself, not a wrapper)."""
-        return self.process.pid
-
-    @property
-    def ws_url(self) -> str:
-        """Where clients upgrade."""
-        return f"ws://127.0.0.1:{self.port}/ws"
 
     @property
     def publish_url(self) -> str:
         """Where the publisher POSTs events."""
         path = "/api/v1/publish" if self.kind == "pm-server" else "/publish"
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.url}{path}"
 
     def sample(self) -> ProcSample:
         """Read the process's CPU time and RSS now."""
@@ -159,41 +132,19 @@ def _command(kind: ServerKind, port: int) -> list[str]:
     return [sys.executable, str(_HUB_SCRIPT), f"127.0.0.1:{port}"]
 
 
-def _environment(
+def _settings(
     kind: ServerKind, port: int, credentials: Credentials, limits: ServerLimits
 ) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key in ("PATH", "HOME", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "TMPDIR")
-    }
-    env["JWT_SECRET"] = credentials.jwt_secret
-    env["PUBLISH_API_KEY"] = credentials.publish_key
+    settings = {"JWT_SECRET": credentials.jwt_secret, "PUBLISH_API_KEY": credentials.publish_key}
     if kind == "pm-server":
-        env.update(
+        settings.update(
             BIND_ADDR=f"127.0.0.1:{port}",
             MAX_CONNECTIONS=str(limits.max_connections),
             MAX_CONNECTIONS_PER_TENANT=str(limits.max_connections),
             SEND_QUEUE_SIZE=str(limits.send_queue_size),
             LOG_LEVEL="warning",
         )
-    return env
-
-
-async def _wait_listening(port: int, process: asyncio.subprocess.Process, log: Path) -> None:
-    deadline = time.monotonic() + _START_TIMEOUT_SECS
-    while time.monotonic() < deadline:
-        if process.returncode is not None:
-            raise RuntimeError(f"server exited with {process.returncode}; see {log}")
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise TimeoutError(f"server did not listen on {port} within {_START_TIMEOUT_SECS} s")
+    return settings
 
 
 @contextlib.asynccontextmanager
@@ -205,38 +156,16 @@ async def run_server(
 ) -> AsyncIterator[RunningServer]:
     """Start a fresh `kind` server on a free loopback port; SIGTERM it (then SIGKILL) on exit.
 
-    Its stdout and stderr go to a log file in `log_dir`. Raises `RuntimeError` when it exits
-    during start-up and `TimeoutError` when it doesn't listen within 30 s.
+    Its stdout and stderr go to `<kind>-<port>.stdout` and `.stderr` in `log_dir`. Fails
+    (`AssertionError`, with the log's end) when it exits during start-up or doesn't accept
+    connections within 30 s.
     """
-    port = free_port()
-    log = log_dir / f"{kind}-{port}.log"
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            *_command(kind, port),
-            env=_environment(kind, port, credentials, limits or ServerLimits()),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=sink,
-            stderr=sink,
-        )
+    server = RunningServer(kind, log_dir, credentials, limits or ServerLimits()).start()
     try:
-        await _wait_listening(port, process, log)
-        yield RunningServer(kind, process, port, log)
+        await server.wait_accepting()
+        yield server
     finally:
-        await stop_process(process)
-
-
-async def stop_process(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM `process` and wait up to 15 s, then SIGKILL it."""
-    if process.returncode is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        process.send_signal(signal.SIGTERM)
-    try:
-        await asyncio.wait_for(process.wait(), _STOP_TIMEOUT_SECS)
-    except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
+        await asyncio.to_thread(server.close, grace=_STOP_TIMEOUT_SECS)
 
 
 def py_spy_command() -> list[str]:

@@ -33,7 +33,6 @@ import json
 import platform
 import random
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,9 @@ from typing import Any, Final, Literal
 
 import aiohttp
 import pm_proto as pb
-from servers import CPUS, Credentials, ProcSample, machine_ticks, stop_process
+from host import command_output, cpu_model, raise_fd_limit, write_result
+from pm_testkit import Credentials, stop_process
+from servers import CPUS, ProcSample, machine_ticks
 from soakcheck import Ledger, Stream, Window
 from soakreport import Observed, Sample, checks, figures, markdown, notes, scan_log
 from soakserver import (
@@ -63,7 +64,6 @@ from soakserver import (
 )
 from soakworker import LATENCY_BUCKETS, LOST_GRACE_SECS, SENT_AT
 
-_ROOT: Final = Path(__file__).resolve().parents[2]
 _WORKER: Final = Path(__file__).with_name("soakworker.py")
 _REPLY_SECS: Final = 10.0
 _START_SECS: Final = 30.0
@@ -265,13 +265,6 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _raise_fd_limit() -> int:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
 class Sampler:
     """Reads the server (and Redis) from /proc every `sample_every_secs`; prints progress."""
 
@@ -377,11 +370,12 @@ async def run_soak(config: SoakConfig, workdir: Path) -> dict[str, Any]:
         redis_pid: int | None = None
         broker_url = "memory://"
         if config.broker == "redis":
-            broker_url, redis_pid = await stack.enter_async_context(redis_server(workdir))
-        process, port, log = await stack.enter_async_context(
+            redis = await stack.enter_async_context(redis_server(workdir))
+            broker_url, redis_pid = redis.url, redis.pid
+        server = await stack.enter_async_context(
             pm_server(credentials, broker_url, workdir, config.leeway_secs)
         )
-        pid = process.pid
+        pid, port = server.pid, server.port
         await asyncio.sleep(1.0)  # let start-up allocations settle before the baseline
         idle = (rss_mib(pid), fd_count(pid))
         _, metrics_start = await server_view(port)
@@ -423,7 +417,7 @@ async def run_soak(config: SoakConfig, workdir: Path) -> dict[str, Any]:
             await asyncio.sleep(LOST_GRACE_SECS)  # pub/sub trails the publish answers
         results = await asyncio.gather(*(w.finish() for w in workers))
         closed = await after_close(pid, port)
-        returncode = await shut_down(process)
+        returncode = await shut_down(server)
     counts: Counter[str] = Counter(publisher.counts)
     windows: list[Window] = []
     lateness: list[float] = []
@@ -433,7 +427,7 @@ async def run_soak(config: SoakConfig, workdir: Path) -> dict[str, Any]:
         counts.update(result["counts"])
         windows += [Window.from_row(row) for row in result["windows"]]
         lateness += result["expiry_lateness"]
-    scan = scan_log(log)
+    scan = scan_log(server.stderr.path)
     seen = Observed(
         samples=sampler.samples,
         loss=publisher.ledger.evaluate(windows),
@@ -471,25 +465,12 @@ async def run_soak(config: SoakConfig, workdir: Path) -> dict[str, Any]:
 
 
 def _meta(config: SoakConfig, workdir: Path, elapsed: float) -> dict[str, Any]:
-    def output(*command: str) -> str:
-        try:
-            return subprocess.run(
-                command, capture_output=True, text=True, check=False, cwd=_ROOT, timeout=10
-            ).stdout.strip()
-        except (OSError, subprocess.TimeoutExpired):
-            return ""
-
-    model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.split(":", 1)[1].strip()
-            break
     return {
         "started_at": dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ"),
-        "machine": f"{CPUS} CPUs ({model}), Linux {platform.release()}",
+        "machine": f"{CPUS} CPUs ({cpu_model()}), Linux {platform.release()}",
         "python": platform.python_version(),
-        "commit": output("git", "rev-parse", "--short", "HEAD"),
-        "dirty": bool(output("git", "status", "--porcelain", "--untracked-files=no")),
+        "commit": command_output("git", "rev-parse", "--short", "HEAD"),
+        "dirty": bool(command_output("git", "status", "--porcelain", "--untracked-files=no")),
         "broker": config.broker,
         "logs": str(workdir),
         "elapsed_s": round(elapsed, 1),
@@ -602,19 +583,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run a soak; write `<name>.json` and `.md` to `--out`; exit 1 when a check fails."""
     args = _parser().parse_args(argv)
     config = config_from(args)
-    fd_limit = _raise_fd_limit()
+    fd_limit = raise_fd_limit()
     if fd_limit < config.connections + 256:
         sys.exit(f"soak: {config.connections} connections need more than {fd_limit} open files")
     workdir = Path(tempfile.mkdtemp(prefix="pm-soak-"))
     result = asyncio.run(run_soak(config, workdir))
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.out / (args.name or f"soak-{result['meta']['started_at']}")
-    result["meta"]["out"] = str(stem)
-    stem.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    stem.with_suffix(".md").write_text(table)
-    print(table)
-    print(f"wrote {stem}.json and {stem}.md", file=sys.stderr)
+    write_result(result, args.out / (args.name or f"soak-{result['meta']['started_at']}"), markdown)
     sys.exit(0 if result["ok"] else 1)
 
 

@@ -5,16 +5,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import shutil
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
 
 import aiohttp
-from servers import Credentials, free_port, stop_process
+from pm_testkit import (
+    REDIS_SERVER,
+    Credentials,
+    RedisServer,
+    ServerProcess,
+    free_port,
+    server_environment,
+)
 
 HOST: Final = "127.0.0.1"
 _REPLY_SECS: Final = 10.0
@@ -64,89 +68,45 @@ def rss_mib(pid: int) -> float:
 
 
 @contextlib.asynccontextmanager
-async def redis_server(workdir: Path) -> AsyncIterator[tuple[str, int]]:
-    """A throwaway `redis-server` on a free port (no persistence); yields (URL, pid)."""
-    binary = shutil.which("redis-server")
-    if binary is None:
+async def redis_server(workdir: Path) -> AsyncIterator[RedisServer]:
+    """A throwaway `redis-server` of the test kit on a free port (no persistence)."""
+    if REDIS_SERVER is None:
         raise RuntimeError("--broker redis needs redis-server on PATH")
-    port = free_port()
-    with (workdir / f"redis-{port}.log").open("wb") as log:
-        process = await asyncio.create_subprocess_exec(
-            binary, "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no",
-            "--dir", str(workdir),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-        )  # fmt: skip
+    redis = await asyncio.to_thread(RedisServer(workdir).start)
     try:
-        deadline = time.monotonic() + _START_SECS
-        while True:
-            if process.returncode is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start; see {workdir}")
-            try:
-                reader, writer = await asyncio.open_connection(HOST, port)
-            except OSError:
-                await asyncio.sleep(0.05)
-                continue
-            writer.write(b"PING\r\n")
-            answer = await reader.readline()
-            writer.close()
-            await writer.wait_closed()
-            if answer.startswith(b"+PONG"):
-                break
-            await asyncio.sleep(0.05)
-        yield f"redis://{HOST}:{port}/0", process.pid
+        yield redis
     finally:
-        await stop_process(process)
+        await asyncio.to_thread(redis.stop)
 
 
 @contextlib.asynccontextmanager
 async def pm_server(
     credentials: Credentials, broker_url: str, workdir: Path, leeway_secs: float | None = None
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, int, Path]]:
-    """`python -m pm_server` on a free port, with defaults but for what the soak must set.
+) -> AsyncIterator[ServerProcess]:
+    """`python -m pm_server` (a process of the test kit) on a free port, ready.
 
-    With `leeway_secs`, sets `JWT_LEEWAY_SECS`. Logs at WARNING in text form, so each ERROR
-    and CRITICAL line can be counted. Runs in `workdir` (no `.env` read). Yields (process,
-    port, log path); SIGTERM on exit.
+    Defaults but for what the soak must set; with `leeway_secs`, sets `JWT_LEEWAY_SECS`.
+    Logs at WARNING in text form, so each ERROR and CRITICAL line can be counted. Runs in
+    `workdir` (no `.env` read). SIGTERM on exit (see `shut_down`).
     """
     port = free_port()
-    log = workdir / f"pm-server-{port}.log"
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key in ("PATH", "HOME", "LANG", "LC_ALL", "VIRTUAL_ENV", "PYTHONPATH", "TMPDIR")
+    settings = {
+        "JWT_SECRET": credentials.jwt_secret,
+        "PUBLISH_API_KEY": credentials.publish_key,
+        "BIND_ADDR": f"{HOST}:{port}",
+        "BROKER_URL": broker_url,
+        "LOG_LEVEL": "warning",
+        "LOG_FORMAT": "text",
+        "LOG_COLORED": "false",
     }
-    env.update(
-        JWT_SECRET=credentials.jwt_secret,
-        PUBLISH_API_KEY=credentials.publish_key,
-        BIND_ADDR=f"{HOST}:{port}",
-        BROKER_URL=broker_url,
-        LOG_LEVEL="warning",
-        LOG_FORMAT="text",
-        LOG_COLORED="false",
-    )
     if leeway_secs is not None:
-        env["JWT_LEEWAY_SECS"] = f"{leeway_secs:g}"
-    with log.open("wb") as sink:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pm_server",
-            cwd=workdir, env=env, stdin=asyncio.subprocess.DEVNULL, stdout=sink, stderr=sink,
-        )  # fmt: skip
+        settings["JWT_LEEWAY_SECS"] = f"{leeway_secs:g}"
+    server = ServerProcess(workdir, env=server_environment(settings), port=port).start()
     try:
-        deadline = time.monotonic() + _START_SECS
-        async with aiohttp.ClientSession() as http:
-            while True:
-                if process.returncode is not None:
-                    raise RuntimeError(f"pm-server exited with {process.returncode}; see {log}")
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"pm-server was not ready within {_START_SECS} s")
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://{HOST}:{port}/ready") as response:
-                        if response.status == 200:
-                            break
-                await asyncio.sleep(0.1)
-        yield process, port, log
+        await server.wait_ready(within=_START_SECS)
+        yield server
     finally:
-        await stop_process(process)
+        await shut_down(server)
 
 
 async def server_view(port: int) -> tuple[int | None, int | None]:
@@ -177,12 +137,6 @@ async def after_close(pid: int, port: int) -> tuple[float, int, int | None, int]
         await asyncio.sleep(0.25)
 
 
-async def shut_down(process: asyncio.subprocess.Process) -> int | None:
-    """SIGTERM the server; its exit code (None when it had to be killed)."""
-    process.send_signal(signal.SIGTERM)
-    try:
-        return await asyncio.wait_for(process.wait(), 30)
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-        return None
+async def shut_down(server: ServerProcess) -> int | None:
+    """SIGTERM the server (30 s to drain, then SIGKILL); its exit code (None when killed)."""
+    return await asyncio.to_thread(server.close, grace=30.0)

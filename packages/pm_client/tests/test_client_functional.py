@@ -21,6 +21,7 @@ from pm_client import (
     PmClient,
     RequestFailed,
 )
+from pm_testkit import ServerProcess, TcpProxy, wait_until
 
 # Fixtures and helpers live in conftest.py (test modules cannot import each other).
 Api = Any
@@ -28,10 +29,7 @@ Collector = Any
 Published = Any
 Publisher = Any
 ServerFactory = Any
-ServerProcess = Any
-TcpProxy = Any
 Tokens = Any
-Eventually = Any
 MakeToken = Any
 
 Collect = Callable[[PmClient], Collector]
@@ -45,7 +43,7 @@ def seqs(events: list[Event]) -> list[int]:
 async def test_events_arrive_in_order_with_every_field(
     server: ServerProcess, api: Api, collect: Collect, token_source: Tokens
 ) -> None:
-    async with PmClient(server.url, token_source()) as client:
+    async with PmClient(server.ws_url, token_source()) as client:
         ack = await client.subscribe(projects=["p1"])
         assert ack.position.seq == 0
         stream = collect(client)
@@ -82,7 +80,6 @@ async def restart_mid_stream(
     collect: Collect,
     publisher: Publisher,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> Restart:
     """Stream events, stop the server with `signum`, start a new one on the same port.
 
@@ -93,7 +90,7 @@ async def restart_mid_stream(
     connected_at: list[float] = []
     disconnects: list[tuple[float, Disconnected]] = []
     async with PmClient(
-        first.url,
+        first.ws_url,
         token_source(),
         backoff=FAST,
         on_connect=lambda _welcome: connected_at.append(time.monotonic()),
@@ -103,11 +100,11 @@ async def restart_mid_stream(
         stream = collect(client)
         publisher.start(first)
         await stream.wait_for_events(10)
-        assert await first.signal(signum) == (0 if signum == signal.SIGTERM else -signum)
+        assert await first.stop_async(signum) == (0 if signum == signal.SIGTERM else -signum)
         publisher.server = await start_server(port=first.port)
         await stream.wait_until(lambda: bool(stream.not_recovered), what="NotRecovered")
         marker = stream.not_recovered[0]
-        await eventually(
+        await wait_until(
             lambda: len(publisher.on(marker.position.epoch, marker.position.seq)) >= 10,
             what="10 events published after the resume",
         )
@@ -141,10 +138,9 @@ async def test_a_killed_and_restarted_server_gives_not_recovered_then_new_events
     collect: Collect,
     publisher: Publisher,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> None:
     restart = await restart_mid_stream(
-        signal.SIGKILL, start_server, collect, publisher, token_source, eventually
+        signal.SIGKILL, start_server, collect, publisher, token_source
     )
     assert_in_order_with_one_gap_signal(restart)
     _, disconnect = restart.disconnects[0]
@@ -157,10 +153,9 @@ async def test_a_drain_sends_closing_and_the_client_resumes_after_reconnect_afte
     collect: Collect,
     publisher: Publisher,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> None:
     restart = await restart_mid_stream(
-        signal.SIGTERM, start_server, collect, publisher, token_source, eventually
+        signal.SIGTERM, start_server, collect, publisher, token_source
     )
     assert_in_order_with_one_gap_signal(restart)
     closed_at, disconnect = restart.disconnects[0]
@@ -179,7 +174,6 @@ async def test_a_dropped_connection_resumes_and_replays_what_was_missed(
     api: Api,
     collect: Collect,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> None:
     connects: list[pb.Welcome] = []
     async with PmClient(
@@ -192,11 +186,11 @@ async def test_a_dropped_connection_resumes_and_replays_what_was_missed(
         await stream.wait_for_events(3)
         proxy.refusing = True
         proxy.sever()
-        await eventually(lambda: client.state is not ClientState.OPEN, what="the drop")
+        await wait_until(lambda: client.state is not ClientState.OPEN, what="the drop")
         for n in (4, 5, 6):
             await api.publish(server, "p1", n)
         proxy.refusing = False
-        await eventually(lambda: client.state is ClientState.OPEN, what="the reconnection")
+        await wait_until(lambda: client.state is ClientState.OPEN, what="the reconnection")
         for n in (7, 8, 9):
             await api.publish(server, "p1", n)
         await stream.wait_for_events(9)
@@ -213,7 +207,6 @@ async def test_resume_over_more_than_100_subscriptions_loses_and_repeats_nothing
     api: Api,
     collect: Collect,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> None:
     projects = ["p1", *(f"x{i}" for i in range(150)), "p2"]
     async with PmClient(proxy.url, token_source(), backoff=FAST) as client:
@@ -224,11 +217,11 @@ async def test_resume_over_more_than_100_subscriptions_loses_and_repeats_nothing
         await stream.wait_for_events(2)
         proxy.refusing = True
         proxy.sever()
-        await eventually(lambda: client.state is not ClientState.OPEN, what="the drop")
+        await wait_until(lambda: client.state is not ClientState.OPEN, what="the drop")
         await api.publish(server, "p2", 3)
         await api.publish(server, "p1", 4)
         proxy.refusing = False
-        await eventually(lambda: client.state is ClientState.OPEN, what="the reconnection")
+        await wait_until(lambda: client.state is ClientState.OPEN, what="the reconnection")
         await api.publish(server, "x120", 5)
         await stream.wait_for_events(5)
     assert stream.numbers() == [1, 2, 3, 4, 5]
@@ -238,7 +231,7 @@ async def test_resume_over_more_than_100_subscriptions_loses_and_repeats_nothing
 async def test_an_operator_disconnect_ends_the_stream_with_4010(
     server: ServerProcess, api: Api, collect: Collect, token_source: Tokens
 ) -> None:
-    async with PmClient(server.url, token_source(), backoff=FAST) as client:
+    async with PmClient(server.ws_url, token_source(), backoff=FAST) as client:
         await client.subscribe(projects=["p1"])
         stream = collect(client)
         await api.publish(server, "p1", 1)
@@ -259,14 +252,13 @@ async def test_an_expired_token_gets_a_new_one_from_the_provider_and_resumes(
     collect: Collect,
     token_source: Tokens,
     make_token: MakeToken,
-    eventually: Eventually,
 ) -> None:
     server: ServerProcess = await start_server(JWT_LEEWAY_SECS="0")
     tokens = token_source(lambda call: make_token(expires_in=2 if call == 1 else 3600))
     connects: list[pb.Welcome] = []
     disconnects: list[Disconnected] = []
     async with PmClient(
-        server.url,
+        server.ws_url,
         tokens,
         backoff=FAST,
         refresh_before_secs=None,
@@ -277,9 +269,9 @@ async def test_an_expired_token_gets_a_new_one_from_the_provider_and_resumes(
         stream = collect(client)
         await api.publish(server, "p1", 1)
         await stream.wait_for_events(1)
-        await eventually(lambda: bool(disconnects), within_secs=5, what="the 4001 close")
+        await wait_until(lambda: bool(disconnects), within=5, what="the 4001 close")
         await api.publish(server, "p1", 2)
-        await eventually(lambda: len(connects) == 2, what="the reconnection")
+        await wait_until(lambda: len(connects) == 2, what="the reconnection")
         await api.publish(server, "p1", 3)
         await stream.wait_for_events(3)
     assert disconnects[0].code == 4001
@@ -295,13 +287,12 @@ async def test_a_proactive_refresh_keeps_the_connection_past_the_first_tokens_ex
     collect: Collect,
     token_source: Tokens,
     make_token: MakeToken,
-    eventually: Eventually,
 ) -> None:
     server: ServerProcess = await start_server(JWT_LEEWAY_SECS="0")
     tokens = token_source(lambda _call: make_token(expires_in=2))
     disconnects: list[Disconnected] = []
     async with PmClient(
-        server.url,
+        server.ws_url,
         tokens,
         refresh_before_secs=1.0,
         on_disconnect=disconnects.append,
@@ -311,9 +302,9 @@ async def test_a_proactive_refresh_keeps_the_connection_past_the_first_tokens_ex
         welcome = client.welcome
         assert welcome is not None
         first_expiry = welcome.token_expires_at_ms / 1000
-        await eventually(
+        await wait_until(
             lambda: tokens.calls >= 3 and time.time() > first_expiry + 0.3,
-            within_secs=6,
+            within=6,
             what="two refreshes and the first token's expiry",
         )
         await api.publish(server, "p1", 1)
@@ -325,7 +316,7 @@ async def test_a_proactive_refresh_keeps_the_connection_past_the_first_tokens_ex
 async def test_subprotocol_authentication_works_like_the_header(
     server: ServerProcess, api: Api, collect: Collect, token_source: Tokens
 ) -> None:
-    async with PmClient(server.url, token_source(), auth="subprotocol") as client:
+    async with PmClient(server.ws_url, token_source(), auth="subprotocol") as client:
         await client.subscribe(work_items=["w1"])
         stream = collect(client)
         await api.publish(server, "p1", 1)
@@ -340,7 +331,7 @@ async def test_a_token_refused_twice_in_a_row_is_connect_failed(
 ) -> None:
     tokens = token_source(lambda _call: make_token(secret="a-different-secret-" * 3))
     with pytest.raises(ConnectFailed) as refused:
-        async with PmClient(server.url, tokens, backoff=FAST):
+        async with PmClient(server.ws_url, tokens, backoff=FAST):
             pass
     assert refused.value.status == 401
     assert tokens.calls == 2
@@ -358,7 +349,7 @@ async def test_an_unreachable_server_is_connect_failed_after_max_attempts(
 async def test_ping_gets_pong_and_an_unknown_command_is_request_failed(
     server: ServerProcess, token_source: Tokens
 ) -> None:
-    async with PmClient(server.url, token_source()) as client:
+    async with PmClient(server.ws_url, token_source()) as client:
         pong = await client.ping()
         assert pong.server_time_ms > 0
         with pytest.raises(RequestFailed) as failed:
@@ -369,7 +360,7 @@ async def test_ping_gets_pong_and_an_unknown_command_is_request_failed(
 async def test_unsubscribe_stops_delivery_of_those_ids_only(
     server: ServerProcess, api: Api, collect: Collect, token_source: Tokens
 ) -> None:
-    async with PmClient(server.url, token_source()) as client:
+    async with PmClient(server.ws_url, token_source()) as client:
         await client.subscribe(projects=["p1", "p2"])
         stream = collect(client)
         await api.publish(server, "p1", 1)
@@ -385,7 +376,7 @@ async def test_a_refused_subscription_is_request_failed_and_the_rest_keeps_worki
     start_server: ServerFactory, api: Api, collect: Collect, token_source: Tokens
 ) -> None:
     server: ServerProcess = await start_server(MAX_SUBSCRIPTIONS_PER_CONNECTION="2")
-    async with PmClient(server.url, token_source()) as client:
+    async with PmClient(server.ws_url, token_source()) as client:
         await client.subscribe(projects=["p1"])
         with pytest.raises(RequestFailed) as refused:
             await client.subscribe(projects=["p2", "p3"])
@@ -402,14 +393,13 @@ async def test_subscribing_while_disconnected_takes_effect_on_reconnection(
     api: Api,
     collect: Collect,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> None:
     async with PmClient(proxy.url, token_source(), backoff=FAST) as client:
         await client.subscribe(projects=["p1"])
         stream = collect(client)
         proxy.refusing = True
         proxy.sever()
-        await eventually(lambda: client.state is not ClientState.OPEN, what="the drop")
+        await wait_until(lambda: client.state is not ClientState.OPEN, what="the drop")
         pending = asyncio.create_task(client.subscribe(projects=["p2"]))
         await api.publish(server, "p1", 1)
         proxy.refusing = False
@@ -423,7 +413,7 @@ async def test_subscribing_while_disconnected_takes_effect_on_reconnection(
 async def test_a_consumer_slower_than_a_tiny_queue_still_gets_everything_in_order(
     server: ServerProcess, api: Api, token_source: Tokens
 ) -> None:
-    async with PmClient(server.url, token_source(), queue_size=1) as client:
+    async with PmClient(server.ws_url, token_source(), queue_size=1) as client:
         await client.subscribe(projects=["p1"])
         for n in range(30):
             await api.publish(server, "p1", n)
@@ -441,7 +431,6 @@ async def test_closing_while_reconnecting_ends_the_stream_cleanly(
     proxy: TcpProxy,
     collect: Collect,
     token_source: Tokens,
-    eventually: Eventually,
 ) -> None:
     client = PmClient(proxy.url, token_source(), backoff=FAST)
     await client.connect()
@@ -449,7 +438,7 @@ async def test_closing_while_reconnecting_ends_the_stream_cleanly(
     stream = collect(client)
     proxy.refusing = True
     proxy.sever()
-    await eventually(lambda: client.state is ClientState.WAITING, what="the backoff")
+    await wait_until(lambda: client.state is ClientState.WAITING, what="the backoff")
     await client.aclose()
     await stream.wait_until(lambda: stream.ended, what="the end of the stream")
     assert stream.error is None
@@ -467,7 +456,7 @@ async def test_a_refreshed_token_for_another_user_ends_the_stream_with_4003(
 ) -> None:
     server: ServerProcess = await start_server(JWT_LEEWAY_SECS="0")
     tokens = token_source(lambda call: make_token(user="u1" if call == 1 else "u2", expires_in=2))
-    async with PmClient(server.url, tokens, refresh_before_secs=1.0) as client:
+    async with PmClient(server.ws_url, tokens, refresh_before_secs=1.0) as client:
         await client.subscribe(projects=["p1"])
         stream = collect(client)
         await stream.wait_until(lambda: stream.ended, what="the end of the stream")

@@ -14,10 +14,10 @@ from typing import Any
 
 import jwt
 import pytest
+from pm_testkit import ServerProcess
 
 # Fixtures and helpers live in conftest.py (test modules cannot import each other).
 Api = Any
-ServerProcess = Any
 MakeToken = Any
 
 SECRET = "pm-token-functional-secret-0123456789-xyz"
@@ -85,7 +85,7 @@ async def listen(server: ServerProcess, make_token: MakeToken) -> AsyncIterator[
         process = await asyncio.create_subprocess_exec(
             *script("pm-listen"),
             "--url",
-            server.url,
+            server.ws_url,
             *args,
             env={**os.environ, "PM_TOKEN": make_token()},
             stdin=asyncio.subprocess.DEVNULL,

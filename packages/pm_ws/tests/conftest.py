@@ -1,20 +1,18 @@
-"""Broker fixtures: both backends, real redis-servers, a manual clock and a recording sink."""
+"""Broker fixtures: both backends (Redis from the kit), a manual clock and a recording sink."""
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import pytest
+from pm_testkit import RedisServer
 from pm_ws.brokers.broker import Broker, DisconnectRequest
 from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.brokers.redis_broker import RedisBroker
 from pm_ws.events import Event, TenantId
-
-from packages.pm_ws.tests.redis_server import REDIS_SERVER, RedisServer, TcpProxy
 
 WAIT_SECS = 5.0
 
@@ -90,38 +88,6 @@ class RedisBrokerFactory(Protocol):
         history_size: int = 1000,
         history_ttl_secs: float = 300,
     ) -> RedisBroker: ...
-
-
-def _new_redis_server(workdir: Path) -> RedisServer:
-    if REDIS_SERVER is None:
-        pytest.skip("redis-server is not installed")
-    server = RedisServer(workdir)
-    server.start()
-    return server
-
-
-@pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    """One redis-server for the session; tests keep apart by key prefix."""
-    server = _new_redis_server(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def own_redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A redis-server of this test alone, free to be stopped or have clients killed."""
-    server = _new_redis_server(tmp_path)
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def redis_proxy(own_redis_server: RedisServer) -> AsyncIterator[TcpProxy]:
-    proxy = TcpProxy(own_redis_server.port)
-    await proxy.start()
-    yield proxy
-    await proxy.close()
 
 
 @pytest.fixture

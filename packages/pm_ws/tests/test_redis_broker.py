@@ -10,6 +10,7 @@ import pm_proto as pb
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pm_testkit import RedisServer, TcpProxy, free_port
 from pm_ws.brokers._redis_codec import TenantKeys, decode_channel_message, encode_disconnect
 from pm_ws.brokers.broker import DisconnectRequest
 from pm_ws.brokers.redis_broker import RedisBroker
@@ -19,7 +20,6 @@ from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 from redis.crc import key_slot
 
 from packages.pm_ws.tests.conftest import RedisBrokerFactory
-from packages.pm_ws.tests.redis_server import RedisServer, TcpProxy, free_port
 from packages.pm_ws.tests.test_broker_contract import listening
 
 ACME = TenantId("acme")

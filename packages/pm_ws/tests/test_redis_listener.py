@@ -7,11 +7,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from pm_testkit import RedisServer
 from pm_ws.brokers._redis_link import RedisLink
 from pm_ws.brokers._redis_listener import Backoff, PubSubListener
 
 from packages.pm_ws.tests.conftest import WAIT_SECS
-from packages.pm_ws.tests.redis_server import RedisServer
 
 Listening = tuple[RedisLink, PubSubListener]
 

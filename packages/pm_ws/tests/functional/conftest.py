@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-import pm_proto as pb
 import pytest
 from aiohttp import web
 from pm_auth import JwtValidator
+from pm_testkit import Client, OpenClients, make_token, open_client
 from pm_ws import (
     EventDraft,
     Gateway,
@@ -25,113 +23,31 @@ from pm_ws import (
 )
 from pm_ws.brokers.memory_broker import MemoryBroker
 from prometheus_client import CollectorRegistry
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 SECRET = "functional-test-secret-of-at-least-32-bytes"
-TIMEOUT = 5.0
-
-
-def make_token(
-    tenant: str = "t1", user: str = "u1", *, expires_in: float = 3600, secret: str = SECRET
-) -> str:
-    now = int(time.time())
-    claims = {"sub": user, "tenant_id": tenant, "iat": now, "exp": int(now + expires_in)}
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
-class Client:
-    """A websockets client speaking pm.v1, with helpers that wait with a timeout."""
-
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self._ids = 0
-
-    async def recv(self) -> pb.ServerMessage:
-        data = await asyncio.wait_for(self.ws.recv(), TIMEOUT)
-        assert isinstance(data, bytes)
-        return pb.ServerMessage.FromString(data)
-
-    async def recv_kind(self, kind: str) -> pb.ServerMessage:
-        message = await self.recv()
-        assert message.WhichOneof("payload") == kind, message
-        return message
-
-    async def send(self, message: pb.ClientMessage) -> str:
-        if not message.request_id:
-            self._ids += 1
-            message.request_id = f"r{self._ids}"
-        await self.ws.send(message.SerializeToString())
-        return message.request_id
-
-    async def request(self, message: pb.ClientMessage) -> pb.ServerMessage:
-        """Send and return the answer to this request (events before it are dropped)."""
-        request_id = await self.send(message)
-        while True:
-            answer = await self.recv()
-            if answer.request_id == request_id:
-                return answer
-            assert answer.WhichOneof("payload") == "event", answer
-
-    async def subscribe(
-        self,
-        projects: tuple[str, ...] = (),
-        sprints: tuple[str, ...] = (),
-        items: tuple[str, ...] = (),
-        resume_from: pb.StreamPosition | None = None,
-    ) -> pb.Ack:
-        subscribe = pb.Subscribe(project_ids=projects, sprint_ids=sprints, work_item_ids=items)
-        if resume_from is not None:
-            subscribe.resume_from.CopyFrom(resume_from)
-        answer = await self.request(pb.ClientMessage(subscribe=subscribe))
-        assert answer.WhichOneof("payload") == "ack", answer
-        return answer.ack
-
-    async def events(self, count: int) -> list[pb.Event]:
-        return [(await self.recv_kind("event")).event for _ in range(count)]
-
-    async def closed(self) -> tuple[int, list[pb.ServerMessage]]:
-        """Read until the server closes; returns the close code and what came before it."""
-        seen: list[pb.ServerMessage] = []
-        while True:
-            try:
-                seen.append(await self.recv())
-            except ConnectionClosed as exc:
-                received = exc.rcvd
-                break
-        assert received is not None, "closed without a close frame"
-        return received.code, seen
 
 
 @dataclass
 class Harness:
-    """One gateway on a real socket."""
+    """One gateway on a real socket; its clients are the kit's (`pm_testkit.Client`)."""
 
     gateway: Gateway
     broker: MemoryBroker
     registry: CollectorRegistry
     runner: web.AppRunner
     url: str
-    clients: list[Client] = field(default_factory=list)
+    clients: OpenClients = field(default_factory=OpenClients)
 
     async def connect(
         self, token: str | None = None, *, subprotocol: bool = False, **kwargs: Any
     ) -> Client:
-        token = token or make_token()
-        if subprotocol:
-            kwargs["subprotocols"] = ["pm.v1", f"pm.bearer.{token}"]
-        else:
-            kwargs["additional_headers"] = {"Authorization": f"Bearer {token}"}
-        ws = await asyncio.wait_for(
-            connect(self.url, ping_interval=None, max_size=2**24, **kwargs), TIMEOUT
+        return await open_client(
+            self.url, token or self.token(), subprotocol=subprotocol, track=self.clients, **kwargs
         )
-        client = Client(ws)
-        self.clients.append(client)
-        return client
 
     async def connect_welcomed(self, token: str | None = None, **kwargs: Any) -> Client:
         client = await self.connect(token, **kwargs)
-        await client.recv_kind("welcome")
+        client.welcome = (await client.recv_kind("welcome")).welcome
         return client
 
     async def publish(
@@ -157,7 +73,7 @@ class Harness:
         )
 
     def token(self, tenant: str = "t1", user: str = "u1", *, expires_in: float = 3600) -> str:
-        return make_token(tenant, user, expires_in=expires_in)
+        return make_token(SECRET, tenant, user, expires_in=expires_in)
 
     def metric(self, name: str, labels: dict[str, str] | None = None) -> float:
         return self.registry.get_sample_value(name, labels or {}) or 0.0
@@ -198,8 +114,7 @@ async def make_harness() -> AsyncIterator[HarnessFactory]:
 
     yield make
     for harness in made:
-        for client in harness.clients:
-            await client.ws.close()
+        await harness.clients.close_all()
         await harness.runner.cleanup()
 
 

@@ -10,10 +10,11 @@ import weakref
 from typing import Any
 
 import pytest
+from pm_testkit import WAIT_SECS as TIMEOUT
 from pm_ws import GatewayLimits
 from websockets.exceptions import ConnectionClosed
 
-from packages.pm_ws.tests.functional.conftest import TIMEOUT, Harness, HarnessFactory
+from packages.pm_ws.tests.functional.conftest import Harness, HarnessFactory
 
 
 def masked_close_frame(code: int) -> bytes:

@@ -243,7 +243,7 @@ async def test_token_expiry_closes_with_4001_after_a_closing_message(
 ) -> None:
     harness = await make_harness(leeway_secs=0)
     client = await harness.connect_welcomed(harness.token(expires_in=1))
-    code, seen = await client.closed()
+    code, seen = await client.until_closed()
     assert code == 4001
     assert seen[-1].closing.code == "TOKEN_EXPIRED"
 
@@ -264,7 +264,7 @@ async def test_refresh_for_another_user_closes_with_4003(harness: Harness) -> No
     await client.send(
         pb.ClientMessage(refresh_token=pb.RefreshToken(token=harness.token(user="bob")))
     )
-    code, seen = await client.closed()
+    code, seen = await client.until_closed()
     assert code == 4003
     assert seen[-1].closing.code == "IDENTITY_CHANGED"
 
@@ -316,7 +316,7 @@ async def test_ten_violations_in_a_row_close_with_1008(harness: Harness) -> None
     client = await harness.connect_welcomed()
     for _ in range(10):
         await client.ws.send(b"\xff")
-    code, seen = await client.closed()
+    code, seen = await client.until_closed()
     assert code == 1008
     assert [m.error.code for m in seen if m.WhichOneof("payload") == "error"] == [
         "DECODE_ERROR"
@@ -332,7 +332,7 @@ async def test_a_frame_of_exactly_the_limit_is_served_and_a_larger_one_closes_10
     await client.ws.send(exact)
     assert (await client.recv_kind("error")).error.code == "UNKNOWN_COMMAND"
     await client.ws.send(_command_of_size(1025))
-    code, _ = await client.closed()
+    code, _ = await client.until_closed()
     assert code == 1009
 
 
@@ -484,14 +484,14 @@ async def test_operator_disconnect_closes_with_4010(harness: Harness) -> None:
         DisconnectRequest(tenant_id=TenantId("t1"), user_id=None)
     )
     assert closed == 2
-    assert (await alice.closed())[0] == 4010
-    assert (await bob.closed())[0] == 4010
+    assert (await alice.until_closed())[0] == 4010
+    assert (await bob.until_closed())[0] == 4010
 
 
 async def test_a_lagged_tenant_gets_broadcast_lagged_then_4011(harness: Harness) -> None:
     client = await harness.connect_welcomed()
     harness.gateway.broadcaster.lagged(TenantId("t1"))
-    code, seen = await client.closed()
+    code, seen = await client.until_closed()
     assert code == 4011
     assert seen[0].error.code == "BROADCAST_LAGGED"
 
@@ -505,7 +505,7 @@ async def test_drain_flushes_events_then_closing_then_1001(harness: Harness) -> 
     cut = await harness.gateway.drain()
     assert cut == 0
     for client in clients:
-        code, seen = await client.closed()
+        code, seen = await client.until_closed()
         assert code == 1001
         assert [m.WhichOneof("payload") for m in seen] == ["event"] * 3 + ["closing"]
         assert seen[-1].closing.code == "SERVER_SHUTDOWN"
