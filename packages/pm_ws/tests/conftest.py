@@ -12,9 +12,25 @@ from pm_testkit import RedisServer
 from pm_ws.brokers.broker import Broker, DisconnectRequest
 from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.brokers.redis_broker import RedisBroker
-from pm_ws.events import Event, TenantId
+from pm_ws.events import Event, EventDraft, Scope, TenantId
 
 WAIT_SECS = 5.0
+
+ACME = TenantId("acme")
+GLOBEX = TenantId("globex")
+
+
+def draft(event_id: str, tenant: TenantId = ACME, *, payload: bytes = b"{}") -> EventDraft:
+    """An event of `tenant` (ACME by default) in project p1, sprint s1 and its own work item."""
+    return EventDraft(
+        tenant_id=tenant,
+        event_id=event_id,
+        type="work_item.updated",
+        scope=Scope(project_id="p1", sprint_id="s1", work_item_id=f"w-{event_id}"),
+        payload=payload,
+        actor_user_id="u1",
+        occurred_at_ms=1_700_000_000_123,
+    )
 
 
 class ManualClock:

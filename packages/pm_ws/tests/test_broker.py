@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import pytest
 from pm_ws.brokers.broker import history_read
-from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
+from pm_ws.events import Event, StreamPosition
 
-ACME = TenantId("acme")
-
-
-def draft(event_id: str) -> EventDraft:
-    return EventDraft(
-        tenant_id=ACME,
-        event_id=event_id,
-        type="work_item.created",
-        scope=Scope(project_id="p1"),
-        payload=b"",
-        actor_user_id="u1",
-        occurred_at_ms=0,
-    )
+from packages.pm_ws.tests.conftest import draft
 
 
 def numbered(epoch: str, *seqs: int) -> list[Event]:

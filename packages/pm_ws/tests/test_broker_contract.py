@@ -9,25 +9,17 @@ from pm_ws.brokers.broker import Broker, DisconnectRequest, PublishResult
 from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.brokers.redis_broker import RedisBroker
 from pm_ws.brokers.url import open_broker
-from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
+from pm_ws.events import ConnectionId, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, UnsupportedBrokerUrl
 
-from packages.pm_ws.tests.conftest import BrokerFactory, ManualClock, RecordingSink
-
-ACME = TenantId("acme")
-GLOBEX = TenantId("globex")
-
-
-def draft(event_id: str, tenant: TenantId = ACME, *, payload: bytes = b"{}") -> EventDraft:
-    return EventDraft(
-        tenant_id=tenant,
-        event_id=event_id,
-        type="work_item.updated",
-        scope=Scope(project_id="p1", sprint_id="s1", work_item_id=f"w-{event_id}"),
-        payload=payload,
-        actor_user_id="u1",
-        occurred_at_ms=1_700_000_000_123,
-    )
+from packages.pm_ws.tests.conftest import (
+    ACME,
+    GLOBEX,
+    BrokerFactory,
+    ManualClock,
+    RecordingSink,
+    draft,
+)
 
 
 async def publish_all(broker: Broker, *event_ids: str) -> list[PublishResult]:

@@ -5,24 +5,10 @@ from __future__ import annotations
 import pytest
 from pm_ws.brokers.broker import DisconnectRequest
 from pm_ws.brokers.memory_broker import MemoryBroker
-from pm_ws.events import EventDraft, Scope, StreamPosition, TenantId
+from pm_ws.events import StreamPosition
 from pm_ws.exceptions import BrokerUnavailable
 
-from packages.pm_ws.tests.conftest import ManualClock, RecordingSink
-
-ACME = TenantId("acme")
-
-
-def draft(event_id: str) -> EventDraft:
-    return EventDraft(
-        tenant_id=ACME,
-        event_id=event_id,
-        type="work_item.created",
-        scope=Scope(project_id="p1"),
-        payload=b"",
-        actor_user_id="u1",
-        occurred_at_ms=0,
-    )
+from packages.pm_ws.tests.conftest import ACME, ManualClock, RecordingSink, draft
 
 
 def broker_on(clock: ManualClock, *, history_ttl_secs: float = 300) -> MemoryBroker:

@@ -15,27 +15,12 @@ from pm_ws.brokers._redis_codec import TenantKeys, decode_channel_message, encod
 from pm_ws.brokers.broker import DisconnectRequest
 from pm_ws.brokers.redis_broker import RedisBroker
 from pm_ws.codec import event_frame, event_message, frame_binary
-from pm_ws.events import ConnectionId, EventDraft, Scope, StreamPosition, TenantId, UserId
+from pm_ws.events import ConnectionId, StreamPosition, TenantId, UserId
 from pm_ws.exceptions import BrokerUnavailable, PublishOutcomeUnknown
 from redis.crc import key_slot
 
-from packages.pm_ws.tests.conftest import RedisBrokerFactory
+from packages.pm_ws.tests.conftest import ACME, GLOBEX, RedisBrokerFactory, draft
 from packages.pm_ws.tests.test_broker_contract import listening
-
-ACME = TenantId("acme")
-GLOBEX = TenantId("globex")
-
-
-def draft(event_id: str, tenant: TenantId = ACME) -> EventDraft:
-    return EventDraft(
-        tenant_id=tenant,
-        event_id=event_id,
-        type="sprint.started",
-        scope=Scope(project_id="p1", sprint_id="s1"),
-        payload=b"payload",
-        actor_user_id="u1",
-        occurred_at_ms=1,
-    )
 
 
 async def test_two_brokers_share_one_sequence_and_see_each_others_events(

@@ -8,23 +8,9 @@ from pm_ws.brokers._redis_feed import FeedContext, TenantFeed
 from pm_ws.brokers._redis_listener import Backoff
 from pm_ws.brokers.broker import HistoryRead
 from pm_ws.brokers.memory_broker import MemoryBroker
-from pm_ws.events import Event, EventDraft, Scope, StreamPosition, TenantId
+from pm_ws.events import Event, StreamPosition
 
-from packages.pm_ws.tests.conftest import RecordingSink
-
-ACME = TenantId("acme")
-
-
-def draft(event_id: str) -> EventDraft:
-    return EventDraft(
-        tenant_id=ACME,
-        event_id=event_id,
-        type="sprint.started",
-        scope=Scope(project_id="p1", sprint_id="s1"),
-        payload=b"payload",
-        actor_user_id="u1",
-        occurred_at_ms=1,
-    )
+from packages.pm_ws.tests.conftest import ACME, RecordingSink, draft
 
 
 def event_at(epoch: str, seq: int) -> Event:
