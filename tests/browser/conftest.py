@@ -6,6 +6,7 @@ import asyncio
 import base64
 import json
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,10 +45,15 @@ class DevServer:
             "payload": base64.b64encode(json.dumps(payload).encode()).decode(),
             "actorUserId": "browser-test",
         }
-        publish = self.process.post_publish(
-            json.dumps(body), "application/json", key=self.publish_key
-        )
-        answer = asyncio.run(publish)
+        # Playwright's sync API keeps an event loop running in this thread: publish from another.
+        with ThreadPoolExecutor(max_workers=1) as thread:
+            answer = thread.submit(
+                lambda: asyncio.run(
+                    self.process.post_publish(
+                        json.dumps(body), "application/json", key=self.publish_key
+                    )
+                )
+            ).result()
         assert answer.status == 200, answer.body
 
     def stop(self) -> int:

@@ -91,3 +91,14 @@ async def test_a_close_the_session_did_not_choose_counts_under_the_peers_code_or
 
         assert engine.metric("pm_ws_connections_closed_total", {"code": "1000"}) == 1
         assert engine.metric("pm_ws_connections_closed_total", {"code": "1006"}) == 1
+
+
+async def test_ending_a_session_twice_counts_it_once() -> None:
+    async with Engine() as engine:
+        conn = await engine.connect()
+
+        await engine.gateway.end_session(conn.session, peer_close_code=1000)
+        await engine.gateway.end_session(conn.session, peer_close_code=1000)
+
+        assert engine.metric("pm_ws_connections_closed_total", {"code": "1000"}) == 1
+        assert engine.metric("pm_ws_connections_active") == 0

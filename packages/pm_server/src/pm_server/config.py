@@ -11,7 +11,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 from dotenv import dotenv_values
 from pm_auth import DEFAULT_LEEWAY_SECS, InvalidKey, JwtValidator
 from pm_proto.contract import MIN_HS256_SECRET_BYTES
-from pm_ws import GatewayLimits, GatewayOptions
+from pm_ws import DEFAULT_HISTORY_SIZE, DEFAULT_HISTORY_TTL_SECS, GatewayLimits, GatewayOptions
 
 from pm_server import _config_values as values
 from pm_server._config_values import KEYGEN_COMMAND, Parser
@@ -269,12 +269,15 @@ BROKER_URL: Final = Variable(
     "`memory://` (one process) or `redis://host:port/db` (`rediss://` for TLS)",
 )
 HISTORY_SIZE: Final = Variable(
-    "HISTORY_SIZE", values.whole(1_000_000), 1000, "events kept per tenant for resume"
+    "HISTORY_SIZE",
+    values.whole(1_000_000),
+    DEFAULT_HISTORY_SIZE,
+    "events kept per tenant for resume",
 )
 HISTORY_TTL_SECS: Final = Variable(
     "HISTORY_TTL_SECS",
     values.seconds(7 * 86400),
-    300.0,
+    DEFAULT_HISTORY_TTL_SECS,
     "how long events stay resumable (and publishes idempotent)",
 )
 WS_ALLOWED_ORIGINS: Final = Variable(

@@ -9,6 +9,8 @@ from pm_ws import close_codes
 from pm_ws.admission import Admitted, Refusal
 from pm_ws.broadcaster import Broadcaster
 from pm_ws.brokers import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL_SECS,
     Broker,
     BrokerHealth,
     BrokerSink,
@@ -49,6 +51,8 @@ from pm_ws.session import Session, SessionState
 from pm_ws.shutdown import ShutdownCoordinator, ShutdownState
 
 __all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_HISTORY_TTL_SECS",
     "Admitted",
     "Broadcaster",
     "Broker",

@@ -252,8 +252,11 @@ class Gateway:
         """The socket is gone: stop the session's timers, leave its stream, count the close.
 
         The close is counted under the session's own close reason, else the
-        code the peer closed with, else 1006 (no close frame).
+        code the peer closed with, else 1006 (no close frame). Idempotent: a
+        session that already ended is left as it is and counted once.
         """
+        if session.finished:
+            return
         session.closed()
         await session.leave()
         reason = session.close_reason

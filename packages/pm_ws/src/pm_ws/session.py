@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 import pm_proto as pb
-from pm_auth import AuthError, ConnectionRateLimiter, JwtValidator, TenantContext
+from pm_auth import AuthError, ConnectionRateLimiter, JwtValidator, RateLimitExceeded, TenantContext
 
 from pm_ws import close_codes
 from pm_ws.broadcaster import Broadcaster
@@ -557,7 +557,7 @@ class Session:
     def _rate_limited(self, data: bytes | str) -> None:
         self.services.metrics.rate_limited.inc()
         request_id = decode_request_id(data) if isinstance(data, bytes) else ""
-        self._send_error(request_id, "RATE_LIMIT_EXCEEDED", "too many requests; slow down")
+        self._send_error(request_id, RateLimitExceeded.code, "too many requests; slow down")
         self._limited_in_a_row += 1
         if self._limited_in_a_row >= self.services.limits.max_consecutive_rate_limited:
             logger.info("kept sending over the rate limit; closing")

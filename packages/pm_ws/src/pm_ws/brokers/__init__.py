@@ -29,6 +29,8 @@ store.
 """
 
 from pm_ws.brokers.broker import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL_SECS,
     Broker,
     BrokerHealth,
     BrokerSink,
@@ -41,6 +43,8 @@ from pm_ws.brokers.redis_broker import RedisBroker
 from pm_ws.brokers.url import open_broker
 
 __all__ = [
+    "DEFAULT_HISTORY_SIZE",
+    "DEFAULT_HISTORY_TTL_SECS",
     "Broker",
     "BrokerHealth",
     "BrokerSink",

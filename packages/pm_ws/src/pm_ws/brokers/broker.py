@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from pm_ws.events import ConnectionId, Event, EventDraft, StreamPosition, TenantId, UserId
+
+DEFAULT_HISTORY_SIZE: Final = 1000
+"""Events a broker keeps per tenant for resumes unless told otherwise."""
+
+DEFAULT_HISTORY_TTL_SECS: Final = 300.0
+"""How long a broker keeps an event (resumable, its `event_id` idempotent) unless told otherwise."""
 
 
 @dataclass(frozen=True, slots=True)

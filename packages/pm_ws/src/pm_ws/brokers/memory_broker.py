@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pm_ws.brokers.broker import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL_SECS,
     BrokerHealth,
     BrokerSink,
     DisconnectRequest,
@@ -62,8 +64,8 @@ class MemoryBroker:
     def __init__(
         self,
         *,
-        history_size: int = 1000,
-        history_ttl_secs: float = 300,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_ttl_secs: float = DEFAULT_HISTORY_TTL_SECS,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:

@@ -19,6 +19,8 @@ from pm_ws.brokers._redis_feed import FeedContext, TenantFeed
 from pm_ws.brokers._redis_listener import Backoff, PubSubListener
 from pm_ws.brokers._redis_lua import PUBLISH, READ
 from pm_ws.brokers.broker import (
+    DEFAULT_HISTORY_SIZE,
+    DEFAULT_HISTORY_TTL_SECS,
     BrokerHealth,
     BrokerSink,
     DisconnectRequest,
@@ -70,8 +72,8 @@ class RedisBroker:
         self,
         url: str,
         *,
-        history_size: int = 1000,
-        history_ttl_secs: float = 300,
+        history_size: int = DEFAULT_HISTORY_SIZE,
+        history_ttl_secs: float = DEFAULT_HISTORY_TTL_SECS,
         key_prefix: str = "pm",
         reconnect_backoff: tuple[float, float] = (0.1, 5.0),
         timeout_secs: float = 2.0,
