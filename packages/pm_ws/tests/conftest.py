@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
 
 import pytest
-from pm_testkit import RedisServer
+from pm_testkit import Changes, RedisServer
 from pm_ws.brokers.broker import Broker, DisconnectRequest
 from pm_ws.brokers.memory_broker import MemoryBroker
 from pm_ws.brokers.redis_broker import RedisBroker
@@ -58,7 +57,7 @@ class RecordingSink:
         self.events: list[Event] = []
         self.lags: list[TenantId] = []
         self.disconnects: list[DisconnectRequest] = []
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     @property
     def seqs(self) -> list[int]:
@@ -66,25 +65,20 @@ class RecordingSink:
 
     def deliver(self, event: Event) -> None:
         self.events.append(event)
-        self._changed.set()
+        self._changes.notify()
 
     def lagged(self, tenant_id: TenantId) -> None:
         self.lags.append(tenant_id)
-        self._changed.set()
+        self._changes.notify()
 
     def disconnect(self, request: DisconnectRequest) -> None:
         self.disconnects.append(request)
-        self._changed.set()
+        self._changes.notify()
 
     async def wait_until(
         self, condition: Callable[[], bool], within_secs: float = WAIT_SECS
     ) -> None:
-        async def wait() -> None:
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), within_secs)
+        await self._changes.wait_for(condition, within=within_secs)
 
     async def wait_for_events(self, count: int) -> None:
         await self.wait_until(lambda: len(self.events) >= count)

@@ -22,6 +22,7 @@ from typing import Any
 import jwt
 import pm_proto as pb
 from pm_auth import JwtValidator
+from pm_testkit import Changes
 from pm_ws import Admitted, Gateway, GatewayOptions, Session
 from pm_ws.brokers.broker import PublishResult
 from pm_ws.brokers.memory_broker import MemoryBroker
@@ -80,19 +81,6 @@ async def settle() -> None:
     done: asyncio.Future[None] = loop.create_future()
     loop.call_soon(done.set_result, None)
     await done
-
-
-async def wait_for_condition(
-    changed: asyncio.Event, condition: Callable[[], bool], within_secs: float = WAIT_SECS
-) -> None:
-    """Wait until `condition()` holds, re-checking whenever `changed` is set."""
-
-    async def wait() -> None:
-        while not condition():
-            changed.clear()
-            await changed.wait()
-
-    await asyncio.wait_for(wait(), within_secs)
 
 
 def frame_payloads(data: bytes) -> list[bytes]:
@@ -174,7 +162,7 @@ class RecordingSocket:
         self.controls: list[bytes] = []
         self.closes: list[CloseReason] = []
         self.aborts = 0
-        self.changed = asyncio.Event()
+        self.changed = Changes()
         self.finish_on_close = finish_on_close
         self.answer_pings = answer_pings
         self._session: Session | None = None
@@ -189,22 +177,22 @@ class RecordingSocket:
 
     def send_control(self, frame: bytes) -> None:
         self.controls.append(frame)
-        self.changed.set()
+        self.changed.notify()
         if self.answer_pings:
             asyncio.get_running_loop().call_soon(self.session.pong_received)
 
     def close(self, reason: CloseReason) -> None:
         self.closes.append(reason)
-        self.changed.set()
+        self.changed.notify()
         if self.finish_on_close:
             self.session.closed()
 
     def abort(self) -> None:
         self.aborts += 1
-        self.changed.set()
+        self.changed.notify()
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
-        await wait_for_condition(self.changed, condition)
+        await self.changed.wait_for(condition)
 
 
 @dataclass

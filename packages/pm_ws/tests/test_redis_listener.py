@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from pm_testkit import RedisServer
+from pm_testkit import Changes, RedisServer
 from pm_ws.brokers._redis_link import RedisLink
 from pm_ws.brokers._redis_listener import Backoff, PubSubListener
-
-from packages.pm_ws.tests.conftest import WAIT_SECS
 
 Listening = tuple[RedisLink, PubSubListener]
 
@@ -22,27 +19,22 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.calls: list[str] = []
         self.messages: list[bytes] = []
-        self._changed = asyncio.Event()
+        self._changes = Changes()
 
     def subscribed(self) -> None:
         self.calls.append("subscribed")
-        self._changed.set()
+        self._changes.notify()
 
     def interrupted(self) -> None:
         self.calls.append("interrupted")
-        self._changed.set()
+        self._changes.notify()
 
     def received(self, data: bytes) -> None:
         self.messages.append(data)
-        self._changed.set()
+        self._changes.notify()
 
     async def wait_until(self, condition: Callable[[], bool]) -> None:
-        async def wait() -> None:
-            while not condition():
-                self._changed.clear()
-                await self._changed.wait()
-
-        await asyncio.wait_for(wait(), WAIT_SECS)
+        await self._changes.wait_for(condition)
 
 
 def channel() -> bytes:

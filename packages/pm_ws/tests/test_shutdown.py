@@ -6,6 +6,7 @@ import asyncio
 import random
 
 import pytest
+from pm_testkit import Changes
 from pm_ws import close_codes
 from pm_ws.close_codes import CloseReason
 from pm_ws.exceptions import LimitExceeded
@@ -21,7 +22,6 @@ from packages.pm_ws.tests.session_harness import (
     RecordingSocket,
     kinds,
     subscribe,
-    wait_for_condition,
 )
 
 SEED = 20240601
@@ -40,12 +40,12 @@ class Outstanding:
     def __init__(self) -> None:
         self.now = 0
         self.most = 0
-        self.changed = asyncio.Event()
+        self.changed = Changes()
 
     def started(self) -> None:
         self.now += 1
         self.most = max(self.most, self.now)
-        self.changed.set()
+        self.changed.notify()
 
 
 class CountingSocket(RecordingSocket):
@@ -122,7 +122,7 @@ async def test_drain_runs_at_most_concurrency_closing_handshakes_at_once() -> No
 
         draining = asyncio.ensure_future(coordinator.drain())
         for _ in conns:
-            await wait_for_condition(outstanding.changed, lambda: outstanding.now > 0)
+            await outstanding.changed.wait_for(lambda: outstanding.now > 0)
             closing = next(c for c in conns if c.closed_with and not c.session.finished)
             closing.session.closed()
             outstanding.now -= 1

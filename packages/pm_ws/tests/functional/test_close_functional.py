@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from pm_testkit import WAIT_SECS as TIMEOUT
+from pm_testkit import wait_until
 from pm_ws import GatewayLimits
 from websockets.exceptions import ConnectionClosed
 
@@ -36,11 +37,10 @@ async def close_with_raw_code(harness: Harness, code: int) -> int:
 
 
 async def wait_closed(harness: Harness, count: int) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while True:
-            if not harness.metric("pm_ws_connections_active") and sum_closed(harness) >= count:
-                return
-            await asyncio.sleep(0.01)
+    await wait_until(
+        lambda: not harness.metric("pm_ws_connections_active") and sum_closed(harness) >= count,
+        what=f"{count} connections closed and none active",
+    )
 
 
 def sum_closed(harness: Harness) -> float:
